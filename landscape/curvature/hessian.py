@@ -1,0 +1,114 @@
+"""Hessian-vector products and the full-dataset Hessian operator.
+
+The Hessian-vector product is computed forward-over-reverse (Pearlmutter 1994, "Fast exact
+multiplication by the Hessian"): ``H v = d/dt grad L(theta + t v) |_{t=0}``, i.e. ``jax.jvp`` of
+``jax.grad``. It costs a small constant multiple (about 2-4x) of one gradient evaluation and never
+forms ``H``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from landscape import tree as T
+from landscape.curvature import _checks as C
+from landscape.curvature.dataset_operator import DatasetOperator, sum_over_batches
+
+__all__ = ["hvp", "hessian", "HessianOperator"]
+
+
+def _hvp_unchecked(loss_fn, params, batch, v_tree):
+    grad_fn = lambda p: jax.grad(loss_fn)(p, batch)
+    return jax.jvp(grad_fn, (params,), (v_tree,))[1]
+
+
+def hvp(loss_fn, params, batch, v):
+    """Hessian-vector product ``(d^2 L / d theta^2) v`` of ``L = loss_fn(params, batch)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar`` (the mean loss over ``batch``).
+      params: pytree of floating arrays, the point ``theta``.
+      batch: pytree of arrays passed through to ``loss_fn`` unchanged.
+      v: pytree with the structure and leaf shapes of ``params``.
+
+    Returns:
+      A pytree like ``params``: ``H v``, computed forward-over-reverse (``jvp`` of ``grad``;
+      Pearlmutter 1994) at about 2-4 gradient evaluations of cost. Exact up to floating-point
+      rounding: relative error ~1e-6 in float32, ~1e-15 in float64 against a dense Hessian.
+
+    Raises:
+      ValueError/TypeError: ``v`` does not match ``params``, params or ``v`` are not finite, or
+        ``loss_fn`` does not return a real scalar.
+    """
+    C.check_params(params)
+    C.check_vector_like(params, v)
+    C.check_scalar_loss(loss_fn, params, batch)
+    v = jax.tree.map(lambda p, x: jnp.asarray(x, jnp.result_type(p)), params, v)
+    return _hvp_unchecked(loss_fn, params, batch, v)
+
+
+@jax.tree_util.register_pytree_node_class
+class HessianOperator(DatasetOperator):
+    """``H = (1/n) sum_i d^2 l_i / d theta^2`` over a whole dataset, as a ``LinearOperator``.
+
+    Built by :func:`hessian`; see there. Extra attribute: ``loss_fn``.
+    """
+
+    _AUX = DatasetOperator._AUX + ("loss_fn",)
+
+    def _batch_sum(self, batch, idx, v_tree):
+        b = idx.shape[0]
+        hv = _hvp_unchecked(self.loss_fn, self.params, batch, v_tree)
+        return T.ravel(hv)[0] * b
+
+
+def mean_loss(loss_fn, params, dataset, batch_size: int) -> jax.Array:
+    """Exact mean of ``loss_fn`` over ``dataset`` (batches weighted by their size)."""
+    n = C.check_dataset(dataset)
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    fn = lambda batch, idx: (loss_fn(params, batch) * idx.shape[0]).astype(dtype)
+    total = sum_over_batches(fn, dataset, n, batch_size, jnp.zeros((), dtype))
+    return total / n
+
+
+_mean_loss_jit = jax.jit(mean_loss, static_argnums=(0, 3))
+
+
+def hessian(loss_fn, params, dataset, batch_size: int = 256, *, check: bool = True):
+    """The Hessian of the full-dataset mean loss as a ``LinearOperator`` over ravelled params.
+
+    ``H = d^2/d theta^2 (1/n) sum_i l(theta; z_i)``, where ``loss_fn(params, batch)`` returns the
+    MEAN loss over ``batch``. Products ``op.matvec(v)`` take and return flat vectors of length
+    ``op.dim`` in ``jax.flatten_util.ravel_pytree(params)`` order (``op.matvec_tree`` takes a
+    pytree). Each product loops over ``ceil(n / batch_size)`` batches (``lax.scan``; a partial
+    last batch is handled exactly) and costs about 2-4 gradient passes over the dataset; memory is
+    bounded by one batch. The result does not depend on ``batch_size`` beyond float rounding:
+    agreement with a dense ``jax.hessian`` is ~1e-6 relative in float32, ~1e-13 in float64.
+
+    The operator is a pytree (params and dataset are children), so it can be passed to jitted
+    spectral code (``landscape.spectral.eigsh(op, ...)``) and reused without recompilation.
+    Loss functions must be deterministic (see ``curvature.determinism_probe``): a dropout mask
+    drawn inside ``loss_fn`` would make every product a different matrix.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
+      params: pytree of floating arrays.
+      dataset: pytree of arrays with a shared leading example axis ``n >= 1``.
+      batch_size: positive int, examples per batch in the product loop.
+      check: when params are concrete, evaluate the full-dataset loss once and raise if it is
+        not finite (one forward pass).
+
+    References: Pearlmutter (1994), "Fast exact multiplication by the Hessian".
+    """
+    b = C.check_batch_size(batch_size)
+    n = C.check_dataset(dataset)
+    C.check_params(params)
+    C.check_scalar_loss(loss_fn, params, T.take(dataset, slice(0, min(b, n))))
+    if check and C.is_concrete((params, dataset)):
+        C.check_finite_value(_mean_loss_jit(loss_fn, params, dataset, b), "the dataset loss")
+    op = object.__new__(HessianOperator)
+    op.params, op.dataset, op.loss_fn = params, dataset, loss_fn
+    op.dim, op.dtype = C.flat_dim_dtype(params)
+    op.num_examples, op.batch_size = n, b
+    return op
