@@ -99,6 +99,39 @@ def layout(sharded) -> dict:
     }
 
 
+def data_parallel_check(mesh) -> dict:
+    """A user-written optax step made data-parallel by ``parallel.data_parallel``."""
+    from landscape import parallel
+
+    opt = OPTIMIZERS["sgd"]()
+
+    def step(params, state, batch):
+        value, g = jax.value_and_grad(loss_fn)(params, batch)
+        updates, state = opt.update(g, state, params)
+        return optax.apply_updates(params, updates), state, value
+
+    fast = parallel.data_parallel(step, mesh)
+    params, data = make_problem(12)
+    p, state, losses = params, opt.init(params), []
+    for _ in range(NUM_STEPS):
+        p, state, value = fast(p, state, data)
+        losses.append(float(value))
+    out = {"sgd": flat(p), "sgd_losses": losses, "out_devices": len(value.sharding.device_set)}
+    try:
+        fast(params, opt.init(params), make_problem(10)[1])
+        out["uneven_error"] = None
+    except ValueError as err:
+        out["uneven_error"] = str(err)
+
+    @jax.jit
+    def gathered(x, idx):  # a batch gathered inside jit, kept split over the devices
+        return parallel.constrain_batch(x[idx], mesh)
+
+    sharded_x = parallel.shard_dataset(data, mesh).data["x"]
+    out["constrained_devices"] = len(gathered(sharded_x, jnp.arange(8)).sharding.device_set)
+    return out
+
+
 def devices_main(out_path: str) -> None:
     from landscape import parallel
 
@@ -112,6 +145,7 @@ def devices_main(out_path: str) -> None:
             res["raw_loss"] = float(parallel.sharded_mean_loss(loss_fn, params, data, mesh))
             res["layout"] = layout(sharded)
             results[f"n{n}_d{d}"] = res
+    results["data_parallel"] = data_parallel_check(parallel.data_mesh())
     with open(out_path, "w") as f:
         json.dump(results, f)
 
