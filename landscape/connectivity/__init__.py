@@ -9,6 +9,7 @@ apply/invert, check_spec), ``builders`` (mlp_spec, cnn_spec, resnet_spec), ``inf
 """
 
 from landscape.connectivity.builders import cnn_spec, mlp_spec
+from landscape.connectivity.infer import infer_spec
 from landscape.connectivity.paths import (
     BARRIER_KINDS,
     Barrier,

@@ -1,0 +1,330 @@
+"""Infer a permutation spec by tracing the network to a jaxpr.
+
+``infer_spec(apply_fn, params, example_input)`` traces ``apply_fn(params, x)`` with
+``jax.make_jaxpr`` and groups array axes into classes that must be permuted together, with a
+union-find over ``(variable, axis)`` nodes:
+
+* elementwise ops (add, mul, max, exp, ... with size-1 broadcasting), ``broadcast_in_dim``,
+  ``transpose``, ``squeeze`` and reductions join each output axis to the matching input axes
+  (a residual ``add`` therefore puts both branches in one class: one residual-stream
+  permutation);
+* ``dot_general`` joins contracted axes with each other and free axes with the output;
+  ``conv_general_dilated`` joins input features with the kernel's input features and the
+  kernel's output features with the output channels;
+* ``reduce_window`` (pooling) and ``slice``/``pad`` join axes they leave untouched;
+* ``reshape`` joins unchanged axes; a merge ``(..., L, C) -> (..., L*C)`` links the merged axis
+  to ``C`` as a *block* axis (a channel-last flatten into a dense layer);
+* calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, remat) are followed inside.
+
+Every axis of the input ``x`` and of the outputs, every axis an unknown primitive touches, and
+axes with a role that does not commute with permutations (conv spatial axes, ``argmax``,
+``cumsum``, ``sort``, gathers ...) are *fixed*, and so is every class that contains one. Each
+remaining class that contains a parameter axis and at least one intermediate activation axis is
+one permutation. The result is conservative (it never permutes an axis it does not understand);
+confirm it with :func:`check_spec`. Scope: MLPs (plain, residual, LayerNorm, BatchNorm in eval
+or train mode), CNNs, ResNets; attention heads split by ``reshape`` are left fixed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import jax
+from jax.extend import core as jcore
+
+from landscape.connectivity.spec import PermutationSpec, make_spec
+
+__all__ = ["infer_spec"]
+
+_ELEMENTWISE = {
+    "add", "sub", "mul", "div", "max", "min", "pow", "select_n", "and", "or", "xor", "ne", "eq",
+    "gt", "lt", "ge", "le", "atan2", "rem", "add_any", "nextafter", "clamp", "neg", "exp",
+    "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sqrt", "rsqrt", "cbrt", "abs", "sign",
+    "integer_pow", "square", "convert_element_type", "erf", "erfc", "erf_inv", "sin", "cos",
+    "tan", "floor", "ceil", "round", "is_finite", "stop_gradient", "copy", "copy_p",
+    "reduce_precision", "not", "asinh", "acosh", "atanh", "sinh", "cosh", "imag", "real",
+}
+_REDUCE = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or"}
+_WINDOW = {"reduce_window_sum", "reduce_window_max", "reduce_window_min", "reduce_window"}
+
+
+class _Graph:
+    """Union-find over ``(var, axis)`` nodes with a fixed flag per class and block links."""
+
+    def __init__(self):
+        self.parent: dict = {}
+        self.fixed: set = set()
+        self.links: list = []  # (merged node, inner node)
+
+    def find(self, n):
+        self.parent.setdefault(n, n)
+        while self.parent[n] != n:
+            self.parent[n] = self.parent[self.parent[n]]
+            n = self.parent[n]
+        return n
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[ra] = rb
+
+    def fix(self, n):
+        self.fixed.add(n)
+        self.find(n)
+
+    def fix_var(self, v):
+        for ax in range(len(_shape(v))):
+            self.fix((v, ax))
+
+
+class _Q:
+    """A jaxpr variable qualified by its call site (a cached sub-jaxpr is shared by calls)."""
+
+    __slots__ = ("ctx", "var")
+
+    def __init__(self, ctx: int, var):
+        self.ctx, self.var = ctx, var
+
+    def __eq__(self, other):
+        return isinstance(other, _Q) and self.ctx == other.ctx and self.var is other.var
+
+    def __hash__(self):
+        return hash((self.ctx, id(self.var)))
+
+    @property
+    def aval(self):
+        return self.var.aval
+
+
+def _shape(v):
+    return tuple(getattr(v.aval, "shape", ()))
+
+
+def _vars(vs):
+    return [v for v in vs if not isinstance(v, jcore.Literal)]
+
+
+def _join_same(g, ins, out):
+    """Elementwise: join out axis i with every operand axis i of the same (non-1) size."""
+    so = _shape(out)
+    for v in _vars(ins):
+        sv = _shape(v)
+        if len(sv) != len(so):
+            continue
+        for ax, (a, b) in enumerate(zip(sv, so)):
+            if a == b and a != 1:
+                g.union((v, ax), (out, ax))
+
+
+def _dot_general(g, eqn):
+    lhs, rhs = eqn.invars
+    out = eqn.outvars[0]
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    for a, b in zip(lc, rc):
+        g.union((lhs, a), (rhs, b))
+    for k, (a, b) in enumerate(zip(lb, rb)):
+        g.union((lhs, a), (rhs, b))
+        g.union((lhs, a), (out, k))
+    k = len(lb)
+    for v, used in ((lhs, set(lc) | set(lb)), (rhs, set(rc) | set(rb))):
+        for ax in range(len(_shape(v))):
+            if ax not in used:
+                g.union((v, ax), (out, k))
+                k += 1
+
+
+def _conv(g, eqn):
+    lhs, rhs = eqn.invars
+    out = eqn.outvars[0]
+    dn = eqn.params["dimension_numbers"]
+    if eqn.params["feature_group_count"] != 1 or eqn.params["batch_group_count"] != 1:
+        return _fix_all(g, eqn)
+    g.union((lhs, dn.lhs_spec[0]), (out, dn.out_spec[0]))
+    g.union((lhs, dn.lhs_spec[1]), (rhs, dn.rhs_spec[1]))
+    g.union((rhs, dn.rhs_spec[0]), (out, dn.out_spec[1]))
+    for v, spec in ((lhs, dn.lhs_spec), (rhs, dn.rhs_spec), (out, dn.out_spec)):
+        for ax in spec[2:]:
+            g.fix((v, ax))
+
+
+def _reshape(g, eqn):
+    (v,), (out,) = _vars(eqn.invars), eqn.outvars
+    si, so = _shape(v), _shape(out)
+    ii = [i for i, s in enumerate(si) if s != 1]
+    oo = [o for o, s in enumerate(so) if s != 1]
+    i = o = 0
+    while i < len(ii) and o < len(oo):
+        gi, go = [ii[i]], [oo[o]]
+        pi, po = si[ii[i]], so[oo[o]]
+        while pi != po:
+            if pi < po:
+                i += 1
+                gi.append(ii[i])
+                pi *= si[ii[i]]
+            else:
+                o += 1
+                go.append(oo[o])
+                po *= so[oo[o]]
+        if len(gi) == 1 and len(go) == 1:
+            g.union((v, gi[0]), (out, go[0]))
+        elif len(go) == 1:
+            g.links.append(((out, go[0]), (v, gi[-1])))
+        elif len(gi) == 1:
+            g.links.append(((v, gi[0]), (out, go[-1])))
+            for ax in go[:-1]:
+                g.fix((out, ax))
+        else:
+            for ax in gi:
+                g.fix((v, ax))
+            for ax in go:
+                g.fix((out, ax))
+        i, o = i + 1, o + 1
+
+
+def _windowed(g, eqn):
+    v, out = _vars(eqn.invars)[0], eqn.outvars[0]
+    win, strides = eqn.params["window_dimensions"], eqn.params["window_strides"]
+    pads = eqn.params["padding"]
+    for ax, (w, s, p) in enumerate(zip(win, strides, pads)):
+        if w == 1 and s == 1 and tuple(p) == (0, 0):
+            g.union((v, ax), (out, ax))
+        else:
+            g.fix((v, ax))
+            g.fix((out, ax))
+
+
+def _fix_all(g, eqn):
+    for v in _vars(eqn.invars) + list(eqn.outvars):
+        g.fix_var(v)
+
+
+def _subjaxpr(eqn):
+    for p in eqn.params.values():
+        jaxpr = getattr(p, "jaxpr", p)
+        if isinstance(jaxpr, jcore.Jaxpr) and len(jaxpr.invars) == len(eqn.invars) and \
+                len(jaxpr.outvars) == len(eqn.outvars):
+            return jaxpr
+    return None
+
+
+class _Eqn:
+    """An equation with call-site-qualified variables."""
+
+    def __init__(self, eqn, ctx):
+        self.primitive, self.params = eqn.primitive, eqn.params
+        self.invars = [v if isinstance(v, jcore.Literal) else _Q(ctx, v) for v in eqn.invars]
+        self.outvars = [_Q(ctx, v) for v in eqn.outvars]
+
+
+def _walk(g, jaxpr, ctx=0, counter=None):
+    counter = counter if counter is not None else [0]
+    for raw in jaxpr.eqns:
+        eqn = _Eqn(raw, ctx)
+        name = eqn.primitive.name
+        ins, outs = eqn.invars, eqn.outvars
+        if name in _ELEMENTWISE:
+            for out in outs:
+                _join_same(g, ins, out)
+        elif name == "broadcast_in_dim":
+            v = ins[0]
+            if not isinstance(v, jcore.Literal):
+                for j, d in enumerate(eqn.params["broadcast_dimensions"]):
+                    if _shape(v)[j] == _shape(outs[0])[d]:
+                        g.union((v, j), (outs[0], d))
+        elif name == "transpose":
+            for k, j in enumerate(eqn.params["permutation"]):
+                g.union((ins[0], j), (outs[0], k))
+        elif name in _REDUCE or name == "squeeze":
+            drop = set(eqn.params.get("axes", eqn.params.get("dimensions", ())))
+            kept = [ax for ax in range(len(_shape(ins[0]))) if ax not in drop]
+            for k, ax in enumerate(kept):
+                g.union((ins[0], ax), (outs[0], k))
+        elif name == "dot_general":
+            _dot_general(g, eqn)
+        elif name == "conv_general_dilated":
+            _conv(g, eqn)
+        elif name == "reshape" and eqn.params.get("dimensions") is None:
+            _reshape(g, eqn)
+        elif name in _WINDOW:
+            _windowed(g, eqn)
+        elif (sub := _subjaxpr(eqn)) is not None:
+            counter[0] += 1
+            sub_ctx = counter[0]
+            for outer, inner in zip(ins, sub.invars):
+                if not isinstance(outer, jcore.Literal):
+                    for ax in range(len(_shape(outer))):
+                        g.union((outer, ax), (_Q(sub_ctx, inner), ax))
+            _walk(g, sub, sub_ctx, counter)
+            for outer, inner in zip(outs, sub.outvars):
+                if isinstance(inner, jcore.Literal):
+                    g.fix_var(outer)
+                    continue
+                for ax in range(len(_shape(outer))):
+                    g.union((outer, ax), (_Q(sub_ctx, inner), ax))
+        else:
+            _fix_all(g, eqn)
+
+
+def _classes(g, param_vars):
+    """Resolve fixed classes (propagating through block links) and collect param axes."""
+    fixed_roots = {g.find(n) for n in g.fixed}
+    changed = True
+    while changed:  # a fixed merged axis fixes its inner axis
+        changed = False
+        for merged, inner in g.links:
+            if g.find(merged) in fixed_roots and g.find(inner) not in fixed_roots:
+                fixed_roots.add(g.find(inner))
+                changed = True
+    linked = {g.find(m): g.find(i) for m, i in g.links}
+    members = defaultdict(list)
+    first_activation: dict = {}  # root -> creation index of its first activation axis
+    for i, node in enumerate(list(g.parent)):
+        r = g.find(node)
+        if node[0] in param_vars:
+            members[r].append(node)
+        else:
+            first_activation.setdefault(r, i)
+    return fixed_roots, linked, members, first_activation
+
+
+def infer_spec(apply_fn, params, example_input) -> PermutationSpec:
+    """Derive the hidden-unit permutation spec of ``apply_fn(params, x)`` from its jaxpr.
+
+    ``example_input`` is one batch (at least 2 examples, so the batch axis is not size 1);
+    the leaves of ``params`` may include non-parameter state if ``apply_fn`` reads it. See the
+    module docstring for the rules and scope. Permutations are named ``P_0, P_1, ...`` in order
+    of their first parameter leaf. Raises ``ValueError`` when no permutation symmetry is found.
+    """
+    closed = jax.make_jaxpr(apply_fn)(params, example_input)
+    jaxpr = closed.jaxpr
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    keys = [jax.tree_util.keystr(p) for p, _ in flat]
+    invars = [_Q(0, v) for v in jaxpr.invars]
+    param_vars = dict(zip(invars[: len(keys)], keys))
+    g = _Graph()
+    for v in invars[len(keys):]:
+        g.fix_var(v)
+    for v in invars:
+        for ax in range(len(_shape(v))):
+            g.find((v, ax))
+    _walk(g, jaxpr)
+    for v in _vars(jaxpr.outvars):
+        g.fix_var(_Q(0, v))
+    fixed, linked, members, has_act = _classes(g, param_vars)
+    order = {k: i for i, k in enumerate(keys)}
+    roots = [r for r in members if r not in fixed and r in has_act and r not in linked
+             and _shape(r[0])[r[1]] > 1]
+    roots.sort(key=lambda r: has_act[r])  # in order of computation
+    perms, sizes = {}, {}
+    for j, r in enumerate(roots):
+        name = f"P_{j}"
+        axes = [(param_vars[v], ax) for v, ax in members[r]]
+        for merged, inner in linked.items():
+            if inner == r and merged not in fixed:
+                axes += [(param_vars[v], ax) for v, ax in members[merged]]
+        axes.sort(key=lambda ka: (order[ka[0]], ka[1]))
+        perms[name] = tuple(axes)
+        sizes[name] = int(_shape(members[r][0][0])[members[r][0][1]])
+    if not perms:
+        raise ValueError("infer_spec found no hidden-unit permutation symmetry in apply_fn")
+    return make_spec(perms, sizes)
