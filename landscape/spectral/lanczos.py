@@ -1,0 +1,160 @@
+"""The Lanczos recurrence shared by ``eigsh`` and the spectral density (SLQ).
+
+Given a symmetric operator ``A`` and a unit start vector ``q_0``, ``m`` Lanczos steps build an
+orthonormal Krylov basis ``Q = [q_0, ..., q_{m-1}]`` and a tridiagonal ``T = Q^T A Q`` with
+diagonal ``alpha`` and off-diagonal ``beta``:
+
+    A q_j = beta_{j-1} q_{j-1} + alpha_j q_j + beta_j q_{j+1}.
+
+In floating point the plain three-term recurrence loses orthogonality once Ritz values
+converge, and spurious "ghost" copies of converged eigenvalues appear (Paige 1976; after about
+100 steps on a Hessian). ``full_reorthogonalization`` removes that: each new vector is
+orthogonalised against the whole stored basis by classical Gram-Schmidt applied twice
+("twice is enough", Giraud et al. 2005). The basis lives in a fixed-size ``(m + 1, dim)``
+buffer that starts at zero, so a product with the whole buffer touches only the vectors built
+so far and the loop compiles once, whatever ``m`` is.
+
+Breakdown (``beta_j = 0``: the Krylov space is invariant, e.g. after ``dim`` steps or when the
+start vector lies in a few eigenspaces) is handled by continuing with a fresh random vector
+orthogonal to the basis and recording ``beta_j = 0``, so ``T`` stays exact and block-diagonal.
+
+Coefficients are accumulated in float64 when x64 is enabled (see ``_inputs.accumulation_dtype``)
+with ``Precision.HIGHEST`` dot products.
+
+References: Lanczos (1950); Paige (1976); Golub & Van Loan, *Matrix Computations*, sec. 10.1.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from landscape.spectral._inputs import accumulation_dtype, dot
+
+__all__ = ["LanczosState", "lanczos_init", "lanczos_steps", "tridiagonal", "ritz"]
+
+
+class LanczosState(NamedTuple):
+    """Carry of the Lanczos loop.
+
+    Attributes:
+      basis: ``(m + 1, dim)`` rows ``q_0 .. q_m``; rows not yet built are zero. Only kept (and
+        only used) with full reorthogonalisation; otherwise ``(2, dim)`` holding
+        ``q_{j-1}, q_j``.
+      alpha: ``(m,)`` diagonal of ``T`` (accumulation dtype).
+      beta: ``(m,)`` off-diagonal: ``beta[j]`` couples ``q_j`` and ``q_{j+1}``.
+      anorm: running estimate of ``||A||`` (max over steps of ``|alpha| + beta``), used to
+        decide breakdown.
+      key: PRNG key for restart vectors after breakdown.
+    """
+
+    basis: jax.Array
+    alpha: jax.Array
+    beta: jax.Array
+    anorm: jax.Array
+    key: jax.Array
+
+
+def lanczos_init(v0, num_steps: int, key, *, full_reorthogonalization: bool = True):
+    """Start state for ``num_steps`` steps from the (nonzero) vector ``v0`` of shape ``(dim,)``."""
+    acc = accumulation_dtype(v0.dtype)
+    q0 = v0 / jnp.sqrt(dot(v0, v0, acc)).astype(v0.dtype)
+    rows = num_steps + 1 if full_reorthogonalization else 2
+    basis = jnp.zeros((rows, v0.shape[0]), v0.dtype)
+    basis = basis.at[0 if full_reorthogonalization else 1].set(q0)
+    zeros = jnp.zeros((num_steps,), acc)
+    return LanczosState(basis, zeros, zeros, jnp.zeros((), acc), key)
+
+
+def _orthogonalize(basis, w, acc):
+    """Classical Gram-Schmidt against every row of ``basis``, applied twice."""
+    for _ in range(2):
+        coeffs = jnp.matmul(basis, w, precision=jax.lax.Precision.HIGHEST,
+                            preferred_element_type=acc)
+        w = w - jnp.matmul(coeffs.astype(w.dtype), basis, precision=jax.lax.Precision.HIGHEST)
+    return w
+
+
+def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
+    basis, alpha, beta, anorm, key = state
+    acc = alpha.dtype
+    q = basis[j] if full else basis[1]
+    q_prev = basis[jnp.maximum(j - 1, 0)] if full else basis[0]
+    beta_prev = jnp.where(j > 0, beta[jnp.maximum(j - 1, 0)], 0.0)
+    w = op.matvec(q)
+    a_j = dot(q, w, acc)
+    w = w - a_j.astype(w.dtype) * q - beta_prev.astype(w.dtype) * q_prev
+    if full:
+        w = _orthogonalize(basis, w, acc)
+    b_j = jnp.sqrt(dot(w, w, acc))
+    anorm = jnp.maximum(anorm, jnp.abs(a_j) + b_j + beta_prev)
+    eps = jnp.finfo(w.dtype).eps
+    broke = b_j <= 10 * eps * jnp.maximum(anorm, jnp.finfo(acc).tiny)
+    def restart(_):
+        fresh = jax.random.normal(jax.random.fold_in(key, j), w.shape, w.dtype)
+        if full:
+            fresh = _orthogonalize(basis, fresh, acc)
+        norm = jnp.sqrt(dot(fresh, fresh, acc))
+        return fresh / jnp.maximum(norm, jnp.finfo(acc).tiny).astype(w.dtype)
+
+    def proceed(_):
+        return w / b_j.astype(w.dtype)
+
+    q_next = jax.lax.cond(broke, restart, proceed, None)
+    b_j = jnp.where(broke, 0.0, b_j)
+    if full:
+        basis = basis.at[j + 1].set(q_next)
+    else:
+        basis = jnp.stack([q, q_next])
+    return LanczosState(basis, alpha.at[j].set(a_j), beta.at[j].set(b_j), anorm, key)
+
+
+def lanczos_steps(op, state: LanczosState, start, stop, *, full_reorthogonalization=True):
+    """Run Lanczos steps ``start <= j < stop`` (traced bounds allowed) inside a ``fori_loop``."""
+    body = lambda j, s: _step(op, s, j, full_reorthogonalization)
+    return jax.lax.fori_loop(start, stop, body, state)
+
+
+def tridiagonal(alpha, beta, size=None):
+    """Dense ``T`` of shape ``(m, m)`` from ``alpha`` and ``beta``.
+
+    With ``size`` (possibly traced), only the leading ``size x size`` block is active: the
+    couplings out of it are zeroed and the remaining diagonal is set to a value ``c`` strictly
+    above the active block's Gershgorin bound, so those padded eigenpairs are exactly
+    ``(c, e_i)`` and can be told apart by their support. Returns ``(T, active_mask)``.
+    """
+    m = alpha.shape[0]
+    idx = jnp.arange(m)
+    size = m if size is None else size
+    active = idx < size
+    a = jnp.where(active, alpha, 0.0)
+    b = jnp.where(idx < size - 1, beta, 0.0)[: m - 1]
+    bound = jnp.max(jnp.abs(a)) + 2 * jnp.max(jnp.abs(b), initial=0.0)
+    a = jnp.where(active, a, 2 * bound + 1)
+    T = jnp.diag(a) + jnp.diag(b, 1) + jnp.diag(b, -1)
+    return T, active
+
+
+def ritz(alpha, beta, size, k: int, which: str):
+    """Ritz values/vectors of the active ``size x size`` block of ``T``, the ``k`` wanted ones.
+
+    Returns ``(theta (k,), S (m, k), estimates (k,))`` where the columns of ``S`` are the
+    eigenvectors of ``T`` (zero outside the active block) and ``estimates`` are the Lanczos
+    residual estimates ``|beta_{size-1} * S[size-1, i]|`` (exact in exact arithmetic:
+    ``||A Q s - theta Q s|| = beta_{size-1} |s_last|``). ``which``: "LA" descending, "SA"
+    ascending, "LM" descending ``|theta|``.
+    """
+    T, active = tridiagonal(alpha, beta, size)
+    evals, evecs = jnp.linalg.eigh(T)
+    mass = jnp.sum(jnp.where(active[:, None], evecs**2, 0.0), axis=0)
+    real = mass > 0.5
+    score = {"LA": evals, "SA": -evals, "LM": jnp.abs(evals)}[which]
+    score = jnp.where(real, score, -jnp.inf)
+    order = jnp.argsort(-score)[:k]
+    theta = evals[order]
+    S = jnp.where(active[:, None], evecs[:, order], 0.0)
+    last = jnp.maximum(size - 1, 0)
+    estimates = jnp.abs(beta[last] * S[last])
+    return theta, S, estimates
