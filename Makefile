@@ -1,0 +1,51 @@
+# Every target creates .venv when it is missing and installs what it needs, so on a fresh
+# machine each one is the only command needed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q
+PYTEST := $(PY) -m pytest -q -n 2 -p no:cacheprovider
+
+.PHONY: test test-x32 test-x64 figures figures-smoke bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+
+$(VENV)/.dev-installed: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev]'
+	touch $@
+
+# The peers of the benchmark (PyTorch CPU build, PyHessian, curvlinops); see README "Benchmarks".
+$(VENV)/.compare-installed: $(VENV)/.dev-installed
+	$(PIP) -e '.[dev,compare]'
+	touch $@
+
+## make test: the whole suite, in float32 and again with JAX_ENABLE_X64=1.
+test: $(VENV)/.dev-installed
+	JAX_ENABLE_X64=0 $(PYTEST) tests
+	JAX_ENABLE_X64=1 $(PYTEST) tests
+
+test-x32: $(VENV)/.dev-installed
+	JAX_ENABLE_X64=0 $(PYTEST) tests
+
+test-x64: $(VENV)/.dev-installed
+	JAX_ENABLE_X64=1 $(PYTEST) tests
+
+## make figures: run every missing result (default configs), then draw paper_figures/out/*.
+figures: $(VENV)/.dev-installed
+	$(VENV)/bin/landscape figures
+
+figures-smoke: $(VENV)/.dev-installed
+	$(VENV)/bin/landscape figures --smoke
+
+## make bench: side-by-side measurements against the peers; writes bench_results/*.json.
+bench: $(VENV)/.compare-installed
+	$(PY) benchmarks/curvature_vs_peers.py
+	$(PY) benchmarks/connectivity_vs_numpy.py
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) results bench_results
