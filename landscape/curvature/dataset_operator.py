@@ -52,7 +52,9 @@ def sum_over_batches(
 
         acc, _ = jax.lax.scan(body, init, (main, idx))
     if rem:
-        acc = acc + fn(T.take(dataset, slice(nb * b, num_examples)), jnp.arange(nb * b, num_examples))
+        acc = acc + fn(
+            T.take(dataset, slice(nb * b, num_examples)), jnp.arange(nb * b, num_examples)
+        )
     return acc
 
 

@@ -77,8 +77,15 @@ def fisher(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int; got {num_samples!r}")
     return build(
-        apply_fn, kind, params, dataset, batch_size, "fisher", key=key,
-        num_samples=num_samples, check=check,
+        apply_fn,
+        kind,
+        params,
+        dataset,
+        batch_size,
+        "fisher",
+        key=key,
+        num_samples=num_samples,
+        check=check,
     )
 
 
@@ -100,5 +107,6 @@ def empirical_fisher(
     Accuracy against explicit per-example gradients (``vmap(grad)``): ~1e-6 relative in float32,
     ~1e-14 in float64.
     """
-    return build(apply_fn, output_loss, params, dataset, batch_size, "empirical_fisher",
-                 check=check)
+    return build(
+        apply_fn, output_loss, params, dataset, batch_size, "empirical_fisher", check=check
+    )

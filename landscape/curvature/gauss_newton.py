@@ -76,8 +76,9 @@ def _dataset_loss(apply_fn, kind, params, dataset, batch_size):
 _dataset_loss_jit = jax.jit(_dataset_loss, static_argnums=(0, 1, 4))
 
 
-def build(apply_fn, output_loss, params, dataset, batch_size, mode, key=None,
-          num_samples=1, check=True):
+def build(
+    apply_fn, output_loss, params, dataset, batch_size, mode, key=None, num_samples=1, check=True
+):
     """Validate inputs and construct an :class:`OutputCurvatureOperator` (shared builder)."""
     kind = O.canonical(output_loss)
     b = C.check_batch_size(batch_size)

@@ -49,13 +49,13 @@ def mask_indices(params, mask) -> np.ndarray:
     """
     leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(params)
     if callable(mask):
-        parts = [
-            _leaf_mask(p, x, mask(jax.tree_util.keystr(p), x)) for p, x in leaves_with_path
-        ]
+        parts = [_leaf_mask(p, x, mask(jax.tree_util.keystr(p), x)) for p, x in leaves_with_path]
     else:
         try:
             full = jax.tree.map(
-                lambda m, sub: jax.tree.map(lambda x: m, sub), mask, params,
+                lambda m, sub: jax.tree.map(lambda x: m, sub),
+                mask,
+                params,
                 is_leaf=lambda m: isinstance(m, (bool, np.bool_, np.ndarray, jax.Array)),
             )
         except (ValueError, TypeError) as exc:
