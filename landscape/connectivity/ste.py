@@ -1,0 +1,79 @@
+"""Straight-through estimator (STE) matching (Ainsworth, Hayase, Srinivasa 2023, Sec. 3.3).
+
+Learn a permutation of model B that makes the *midpoint* ``(theta_A + pi(theta_B)) / 2`` a
+low-loss model. Keep free weights ``theta~`` (initialised at ``theta_A``). At each step, project
+them onto the permutations of B by weight matching, ``pi = argmax <theta~, pi(theta_B)>``, and
+take a gradient step on ``L((theta_A + z) / 2)`` with the straight-through value
+``z = theta~ + stop_gradient(pi(theta_B) - theta~)``: the forward pass uses ``pi(theta_B)``, the
+gradient flows to ``theta~``. The projection solves linear assignment problems on the host, so
+the step loop is a Python loop (one jitted gradient step and one warm-started weight matching
+per step). Returns the permutation with the lowest midpoint loss seen on the sampled batches.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from landscape import tree as T
+from landscape.connectivity._eval import check_models
+from landscape.connectivity.spec import PermutationSpec, apply_permutation, check_spec_fits
+from landscape.connectivity.weight_matching import weight_matching
+
+__all__ = ["STEResult", "ste_matching"]
+
+
+class STEResult(NamedTuple):
+    """``perm`` (best permutation), ``losses`` ``(num_steps,)`` midpoint batch loss per step,
+    ``best_step`` and ``num_steps``."""
+
+    perm: dict
+    losses: np.ndarray
+    best_step: int
+    num_steps: int
+
+
+def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *, key,
+                 num_steps: int = 100, batch_size: int = 128, learning_rate: float = 1e-3,
+                 init_perm=None) -> STEResult:
+    """STE matching of ``params_b`` to ``params_a`` by the midpoint loss (see module docstring).
+
+    ``init_perm`` (e.g. a weight-matching result) warm-starts the projection.
+    """
+    check_spec_fits(spec, params_a, "params_a")
+    check_models(params_a, params_b)
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+    n = T.check_batch(dataset, "dataset")
+    opt = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(free, opt_state, pb, batch):
+        def mid_loss(f):
+            z = jax.tree.map(lambda fi, bi: fi + jax.lax.stop_gradient(bi - fi), f, pb)
+            return loss_fn(T.tree_lerp(params_a, z, 0.5), batch)
+
+        loss, g = jax.value_and_grad(mid_loss)(free)
+        updates, opt_state = opt.update(g, opt_state, free)
+        return optax.apply_updates(free, updates), opt_state, loss
+
+    key_wm, key_batch = jax.random.split(key)
+    free, opt_state = params_a, opt.init(params_a)
+    perm = init_perm
+    losses, best = [], (np.inf, None, -1)
+    for t in range(num_steps):
+        perm = weight_matching(spec, free, params_b, key=jax.random.fold_in(key_wm, t),
+                               init_perm=perm).perm
+        pb = apply_permutation(spec, perm, params_b)
+        idx = jax.random.choice(jax.random.fold_in(key_batch, t), n, (min(batch_size, n),),
+                                replace=False)
+        free, opt_state, loss = step(free, opt_state, pb, T.take(dataset, idx))
+        losses.append(float(loss))
+        if losses[-1] < best[0]:
+            best = (losses[-1], perm, t)
+    return STEResult({k: jnp.asarray(v) for k, v in best[1].items()}, np.asarray(losses),
+                     best[2], num_steps)
