@@ -1,0 +1,78 @@
+"""Local optimality of a token selection (Tarzanagh et al. 2023, "Max-margin token selection").
+
+For a selected index set ``alpha`` (one token per example) with a feasible Att-SVM solution
+``W_alpha``, the *support tokens* of example ``i`` are the unselected tokens whose margin constraint
+is tight, ``(x_{i,alpha_i} - x_it)^T W_alpha z_i = 1``. The selection is *locally optimal* when
+the selected token of every example scores strictly higher than each of its support tokens,
+``gamma_{i,alpha_i} > gamma_it`` for every support token ``t``. It is *globally optimal* when
+``alpha`` is the highest-scoring token of every example. Gradient descent on attention can
+converge in direction to ``W_alpha`` of any locally optimal ``alpha``.
+
+Host-level functions on concrete arrays (they call ``att_svm``, which runs in float64).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from landscape.attention.svm import AttSVMSolution, att_svm
+from landscape.data.tokens import check_token_inputs
+
+__all__ = ["LocalOptimality", "support_tokens", "is_locally_optimal", "classify_selection"]
+
+
+class LocalOptimality(NamedTuple):
+    """Verdict on one selection.
+
+    Fields:
+      locally_optimal: bool. globally_optimal: bool (selection = argmax of the scores; a global
+        optimum is also locally optimal whenever its SVM is feasible).
+      feasible: whether the Att-SVM of the selection is feasible.
+      kind: ``"global"``, ``"local"`` or ``"none"``.
+      offending: ``(n, T)`` bool, support tokens that score at least as high as the selected one.
+      solution: the ``AttSVMSolution`` (``W`` NaN when infeasible).
+    """
+
+    locally_optimal: bool
+    globally_optimal: bool
+    feasible: bool
+    kind: str
+    offending: np.ndarray
+    solution: AttSVMSolution
+
+
+def support_tokens(X, Z, opt_index, *, norm: str = "fro", **svm_kwargs) -> np.ndarray:
+    """``(n, T)`` bool mask of the support tokens of the Att-SVM for ``opt_index`` (see module)."""
+    return att_svm(X, Z, opt_index, norm=norm, **svm_kwargs).support
+
+
+def is_locally_optimal(X, Z, scores, opt_index, *, norm: str = "fro", **svm_kwargs):
+    """Check the local optimality of ``opt_index`` (int ``(n,)``) given ``scores`` ``(n, T)``.
+
+    Returns a ``LocalOptimality``. An infeasible selection is reported (``feasible=False``,
+    ``kind="none"``) rather than raised. ``norm="nuc"`` uses the nuclear-norm support tokens,
+    the relevant notion for the ``(K, Q)`` parameterisation.
+    """
+    X, Z, mask = check_token_inputs(X, Z, opt_index)
+    scores = np.asarray(scores, np.float64)
+    if scores.shape != mask.shape:
+        raise ValueError(f"scores must have shape (n, T) = {mask.shape}; got {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contains non-finite values")
+    sol = att_svm(X, Z, opt_index, norm=norm, on_infeasible="flag", **svm_kwargs)
+    sel_score = np.where(mask, scores, -np.inf).max(axis=1, keepdims=True)
+    is_global = bool(np.all(sel_score[:, 0] >= scores.max(axis=1)))
+    if not sol.feasible:
+        empty = np.zeros_like(mask)
+        return LocalOptimality(False, is_global, False, "none", empty, sol)
+    offending = sol.support & (scores >= sel_score)
+    local = not offending.any()
+    kind = "global" if (local and is_global) else ("local" if local else "none")
+    return LocalOptimality(local, is_global, True, kind, offending, sol)
+
+
+def classify_selection(X, Z, scores, opt_index, *, norm: str = "fro", **svm_kwargs) -> str:
+    """``"global"``, ``"local"`` or ``"none"`` for a selection (see ``is_locally_optimal``)."""
+    return is_locally_optimal(X, Z, scores, opt_index, norm=norm, **svm_kwargs).kind
