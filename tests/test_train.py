@@ -1,0 +1,164 @@
+"""Training loop: exactness against a hand-written loop, data order, resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from landscape import train
+
+HERE = Path(__file__).parent
+
+
+def _problem(n=40, d=5):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(k1, (n, d))
+    y = x @ jnp.arange(1.0, d + 1) + 0.1 * jax.random.normal(k2, (n,))
+    params = {"w": jnp.zeros(d), "b": {"c": jnp.zeros(())}}
+
+    def loss_fn(p, batch):
+        return jnp.mean((batch["x"] @ p["w"] + p["b"]["c"] - batch["y"]) ** 2)
+
+    return loss_fn, params, {"x": x, "y": y}
+
+
+def test_full_batch_sgd_matches_hand_written_loop():
+    loss_fn, params, ds = _problem()
+    res = train.train(loss_fn, params, optax.sgd(0.05), ds, key=jax.random.key(0), num_steps=25)
+    p = params
+    for _ in range(25):
+        g = jax.grad(loss_fn)(p, ds)
+        p = jax.tree.map(lambda a, b: a - 0.05 * b, p, g)
+    chex.assert_trees_all_close(res.params, p, rtol=1e-5, atol=1e-6)
+
+
+def test_minibatch_order_is_a_permutation_per_epoch():
+    _, _, ds = _problem(n=12)
+    ds = {"i": jnp.arange(12)}
+    key = jax.random.key(3)
+    seen = [np.asarray(train.batch_at(ds, s, key, 4)["i"]) for s in range(6)]
+    for epoch in range(2):
+        np.testing.assert_array_equal(np.sort(np.concatenate(seen[3 * epoch: 3 * epoch + 3])),
+                                      np.arange(12))
+    assert not np.array_equal(np.concatenate(seen[:3]), np.concatenate(seen[3:]))
+
+
+def test_minibatch_training_matches_explicit_batches():
+    loss_fn, params, ds = _problem(n=24)
+    key = jax.random.key(5)
+    res = train.train(loss_fn, params, optax.sgd(0.02), ds, key=key, num_steps=9, batch_size=8)
+    p = params
+    for s in range(9):
+        batch = train.batch_at(ds, s, jax.random.split(key)[0], 8)
+        p = jax.tree.map(lambda a, g: a - 0.02 * g, p, jax.grad(loss_fn)(p, batch))
+    chex.assert_trees_all_close(res.params, p, rtol=1e-5, atol=1e-6)
+
+
+def test_same_key_same_result_and_history():
+    loss_fn, params, ds = _problem()
+    run = lambda: train.train(loss_fn, params, optax.adam(0.1), ds, key=jax.random.key(1),
+                              num_steps=20, batch_size=10, callback_every=5)
+    a, b = run(), run()
+    chex.assert_trees_all_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    np.testing.assert_array_equal(a.history["step"], [5, 10, 15, 20])
+
+
+def test_in_process_resume_equals_uninterrupted(tmp_path):
+    loss_fn, params, ds = _problem()
+    kw = dict(key=jax.random.key(2), batch_size=8, checkpoint_every=5)
+    full = train.train(loss_fn, params, optax.adam(0.05), ds, num_steps=30, **kw)
+    ck = tmp_path / "run.ckpt"
+    half = train.train(loss_fn, params, optax.adam(0.05), ds, num_steps=15, checkpoint=ck, **kw)
+    assert half.resumed_from == 0
+    rest = train.train(loss_fn, params, optax.adam(0.05), ds, num_steps=30, checkpoint=ck, **kw)
+    assert rest.resumed_from == 15
+    chex.assert_trees_all_equal(rest.params, full.params)
+
+
+def test_resume_refuses_a_different_key(tmp_path):
+    loss_fn, params, ds = _problem()
+    ck = tmp_path / "run.ckpt"
+    train.train(loss_fn, params, optax.sgd(0.1), ds, key=jax.random.key(0), num_steps=3,
+                checkpoint=ck)
+    with pytest.raises(ValueError, match="different key"):
+        train.train(loss_fn, params, optax.sgd(0.1), ds, key=jax.random.key(1), num_steps=6,
+                    checkpoint=ck)
+
+
+def _worker(args, **kw):
+    return subprocess.Popen([sys.executable, str(HERE / "_train_worker.py"), *map(str, args)],
+                            env=os.environ.copy(), **kw)
+
+
+def test_sigkill_and_resume_gives_identical_parameters(tmp_path):
+    ref_out, out, ck = tmp_path / "ref.npz", tmp_path / "out.npz", tmp_path / "run.ckpt"
+    assert _worker(["-", ref_out, 0]).wait(timeout=300) == 0
+    proc = _worker([ck, out, 0.3])
+    deadline = time.time() + 300
+    while not ck.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the worker finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    assert _worker([ck, out, 0]).wait(timeout=300) == 0
+    ref, got = np.load(ref_out), np.load(out)
+    assert int(got["resumed_from"]) > 0
+    for k in ref.files:
+        if k.startswith("leaf"):
+            np.testing.assert_array_equal(got[k], ref[k])
+
+
+def test_stateful_loss_updates_model_state():
+    _, params, ds = _problem()
+
+    def loss_fn(p, batch, state, key):
+        pred = batch["x"] @ p["w"] + p["b"]["c"]
+        return jnp.mean((pred - batch["y"]) ** 2), {"count": state["count"] + 1}
+
+    res = train.train(loss_fn, params, optax.sgd(0.01), ds, key=jax.random.key(0),
+                      num_steps=7, model_state={"count": jnp.zeros(())})
+    assert float(res.model_state["count"]) == 7
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_steps": -1}, "num_steps"),
+        ({"num_steps": 2, "batch_size": 0}, "batch_size"),
+        ({"num_steps": 2, "batch_size": 1000}, "batch_size"),
+        ({"num_steps": 2, "callback_every": -2}, "callback_every"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    loss_fn, params, ds = _problem()
+    with pytest.raises(ValueError, match=match):
+        train.train(loss_fn, params, optax.sgd(0.1), ds, key=jax.random.key(0), **kwargs)
+
+
+def test_non_scalar_loss_and_nan_params_are_rejected():
+    loss_fn, params, ds = _problem()
+    with pytest.raises(TypeError, match="scalar"):
+        train.train(lambda p, b: b["x"] @ p["w"], params, optax.sgd(0.1), ds,
+                    key=jax.random.key(0), num_steps=1)
+    bad = {"w": jnp.full(5, jnp.nan), "b": {"c": jnp.zeros(())}}
+    with pytest.raises(ValueError, match="params contains non-finite"):
+        train.train(loss_fn, bad, optax.sgd(0.1), ds, key=jax.random.key(0), num_steps=1)
+
+
+def test_divergence_is_reported():
+    loss_fn, params, ds = _problem()
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train.train(loss_fn, params, optax.sgd(1e6), ds, key=jax.random.key(0), num_steps=50,
+                    callback_every=10)
