@@ -161,8 +161,10 @@ def test_restrict_to_layer_is_principal_submatrix(ce, ce_hessian_ref):
     idx = np.array([28, 30])
     np.testing.assert_array_equal(curvature.mask_indices(params, fine), idx)
     assert_close(curvature.dense(curvature.restrict(op, fine)), ce_hessian_ref[np.ix_(idx, idx)])
-    assert_close(curvature.dense(curvature.restrict(op, jnp.array([30, 28]))),
-                 ce_hessian_ref[np.ix_(idx, idx)])
+    assert_close(
+        curvature.dense(curvature.restrict(op, jnp.array([30, 28]))),
+        ce_hessian_ref[np.ix_(idx, idx)],
+    )
 
 
 def test_operator_passes_through_jit_as_argument(ce):
@@ -177,16 +179,21 @@ def test_operator_passes_through_jit_as_argument(ce):
     assert_close(op.matmat(jnp.stack([v, 2 * v], 1))[:, 1], 2.0 * op(v))
 
 
+@pytest.fixture(scope="module")
+def symmetric_ops(ce):
+    params, data = ce
+    return [
+        curvature.hessian(loss_fn_for("cross_entropy"), params, data, batch_size=8),
+        curvature.fisher(
+            apply_fn, "cross_entropy", params, data, batch_size=8, key=jax.random.key(9)
+        ),
+    ]
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
-def test_operators_are_symmetric(ce, seed):
-    params, data = ce
-    ops = [
-        curvature.hessian(loss_fn_for("cross_entropy"), params, data, batch_size=8),
-        curvature.fisher(apply_fn, "cross_entropy", params, data, batch_size=8,
-                         key=jax.random.key(9)),
-    ]
-    for op in ops:
+def test_operators_are_symmetric(symmetric_ops, seed):
+    for op in symmetric_ops:
         probe = curvature.symmetry_probe(op, jax.random.key(seed))
         assert probe.num_matvecs == 2
         assert float(probe.asymmetry) < 50 * float(jnp.finfo(op.dtype).eps)

@@ -44,16 +44,27 @@ def make_data(key, kind="cross_entropy", n=N):
     return {"x": x, "y": y}
 
 
-def loss_fn_for(kind):
+def _make_loss(kind):
     out_loss = losses.get(kind)
     return lambda p, b: out_loss(apply_fn(p, b["x"]), b["y"])
+
+
+_LOSS_FNS = {kind: _make_loss(kind) for kind in ("cross_entropy", "mse")}
+
+
+def loss_fn_for(kind):
+    """The mean loss of ``apply_fn`` (one function object per kind, so jit caches are reused)."""
+    return _LOSS_FNS[kind]
 
 
 def to64(tree):
     """Concrete float arrays of ``tree`` as float64 numpy (ints untouched)."""
     return jax.tree.map(
-        lambda x: np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
-        else np.asarray(x),
+        lambda x: (
+            np.asarray(x, np.float64)
+            if np.issubdtype(np.asarray(x).dtype, np.floating)
+            else np.asarray(x)
+        ),
         tree,
     )
 

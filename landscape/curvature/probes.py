@@ -48,6 +48,11 @@ def symmetry_probe(op: LinearOperator, key: jax.Array) -> SymmetryProbe:
     """Relative asymmetry of ``op`` from one pair of Gaussian probes (2 products)."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be a LinearOperator; got {type(op).__name__}")
+    return _symmetry_probe(op, key)
+
+
+@jax.jit
+def _symmetry_probe(op, key):
     ku, kv = jax.random.split(key)
     u = jax.random.normal(ku, (op.dim,), op.dtype)
     v = jax.random.normal(kv, (op.dim,), op.dtype)
