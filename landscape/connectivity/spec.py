@@ -224,9 +224,11 @@ def check_spec(spec, apply_fn, params, example_input, *, key, num_trials: int = 
 
     A spec that omits an axis (or permutes an axis that must stay fixed) fails for almost every
     random ``pi``. The default tolerance is ``1e-4`` relative in float32 and ``1e-10`` in float64.
-    Raises ``ValueError`` on failure unless ``raise_on_failure=False``.
+    Raises ``ValueError`` on failure unless ``raise_on_failure=False``. ``apply_fn`` is
+    jit-compiled once and reused for every trial.
     """
     check_spec_fits(spec, params)
+    apply_fn = jax.jit(apply_fn)
     ref = np.asarray(apply_fn(params, example_input))
     if rtol is None:
         rtol = 1e-10 if ref.dtype == np.float64 else 1e-4
