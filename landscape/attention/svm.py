@@ -36,7 +36,9 @@ import numpy as np
 from landscape.attention.qp import svm_from_rows
 from landscape.data.tokens import check_token_inputs, constraint_rows, selection_feasible
 
-__all__ = ["AttSVMSolution", "InfeasibleSVMError", "att_svm", "fro_svm_jax", "svm_margins"]
+__all__ = [
+    "AttSVMSolution", "InfeasibleSVMError", "att_svm", "fro_svm_jax", "svm_margins", "tie_projector",
+]
 
 
 class InfeasibleSVMError(ValueError):
@@ -101,8 +103,12 @@ def fro_svm_jax(X, Z, opt_index, *, tol: float = 1e-11, max_iter: int = 50_000):
 _SVM_JIT = jax.jit(svm_from_rows, static_argnames="max_iter")
 
 
-def _tie_projector(A_eq: np.ndarray, dd: int) -> np.ndarray:
-    """Orthogonal projector onto the complement of span(rows of ``A_eq``)."""
+def tie_projector(A_eq: np.ndarray, dd: int) -> np.ndarray:
+    """Orthogonal projector ``(dd, dd)`` onto the complement of span(rows of ``A_eq``).
+
+    With ``A_eq`` from ``constraint_rows`` this projects ``vec(W)`` onto the matrices that give
+    every selected token of an example the same score (``S_fin`` complement in Tarzanagh et al.).
+    """
     if len(A_eq) == 0:
         return np.eye(dd)
     u, s, _ = np.linalg.svd(A_eq.T, full_matrices=False)
@@ -111,7 +117,7 @@ def _tie_projector(A_eq: np.ndarray, dd: int) -> np.ndarray:
 
 
 def _solve_fro_jax(A_ub, A_eq, tol, max_iter):
-    P = _tie_projector(A_eq, A_ub.shape[1])
+    P = tie_projector(A_eq, A_ub.shape[1])
     with jax.enable_x64(True):
         w, sol = _SVM_JIT(
             jnp.asarray(A_ub @ P, jnp.float64), tol=tol, max_iter=max_iter)
