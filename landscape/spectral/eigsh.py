@@ -63,13 +63,13 @@ class EigshResult(NamedTuple):
 
 
 def default_tol(dtype) -> float:
-    """Default relative residual tolerance: 1e-4 for float32 (and narrower), 1e-9 for float64."""
-    return 1e-9 if jnp.finfo(dtype).bits >= 64 else 1e-4
+    """Default relative residual tolerance: 1e-5 for float32 (and narrower), 1e-9 for float64."""
+    return 1e-9 if jnp.finfo(dtype).bits >= 64 else 1e-5
 
 
 def eigsh(op, k: int = 5, which: str = "LA", *, key=None, num_steps: int | None = None,
           tol: float | None = None, max_steps: int | None = None, chunk: int = 10,
-          v0=None) -> EigshResult:
+          v0=None, warm_noise: float = 1e-3) -> EigshResult:
     """``k`` extreme eigenpairs of the symmetric operator ``op`` by Lanczos.
 
     Args:
@@ -85,9 +85,12 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key=None, num_steps: int | None 
         ``max_steps + 1`` vectors of length ``dim``.
       chunk: steps between convergence checks.
       v0: warm start. A ``(dim,)`` start vector, or a ``(dim, b)`` block of previous
-        eigenvectors: the start vector is then the sum of the unit columns plus a 1% random
-        component (so new directions can still enter), which recovers the block's span in
-        ``b`` steps when the eigenvectors moved little (tracking during training).
+        eigenvectors: the start vector is then the sum of the unit columns. Either way a random
+        component of relative size ``warm_noise`` is added, so that eigenvectors that are not
+        in the warm start (a new outlier rising during training) still have a component to
+        grow from. The span of a block that moved little is recovered in about ``b`` steps,
+        plus the steps needed to damp the noise (tracking during training).
+      warm_noise: relative size of that random component (default 1e-3, ``>= 0``).
 
     Returns:
       ``EigshResult``. Wrap in ``jax.jit`` freely; ``op`` is passed as a pytree argument.
@@ -107,8 +110,10 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key=None, num_steps: int | None 
     tol = default_tol(op.dtype) if tol is None else _inputs.check_positive(tol, "tol")
     chunk = _inputs.check_int(chunk, "chunk", low=1)
     start = _start_vector(v0, dim, op.dtype)
+    if not isinstance(warm_noise, int | float) or not warm_noise >= 0:
+        raise ValueError(f"warm_noise must be a number >= 0; got {warm_noise!r}")
     return _eigsh_kernel(op, start, key, k=k, which=which, steps=steps, tol=tol,
-                         chunk=chunk, fixed=num_steps is not None)
+                         chunk=chunk, fixed=num_steps is not None, noise=float(warm_noise))
 
 
 def _start_vector(v0, dim, dtype):
@@ -128,16 +133,16 @@ def _start_vector(v0, dim, dtype):
     return v0
 
 
-@partial(jax.jit, static_argnames=("k", "which", "steps", "tol", "chunk", "fixed"))
-def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed):
+@partial(jax.jit, static_argnames=("k", "which", "steps", "tol", "chunk", "fixed", "noise"))
+def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
     dtype = op.dtype
     key_start, key_loop = jax.random.split(key)
-    noise = jax.random.normal(key_start, (op.dim,), dtype)
+    rand = jax.random.normal(key_start, (op.dim,), dtype)
     if start is None:
-        start = noise
+        start = rand
     else:
-        scale = 0.01 * jnp.linalg.norm(start) / jnp.sqrt(jnp.asarray(op.dim, dtype))
-        start = start + scale * noise
+        scale = noise * jnp.linalg.norm(start) / jnp.linalg.norm(rand)
+        start = start + scale * rand
     state = lanczos_init(start, steps, key_loop)
 
     def cond(carry):

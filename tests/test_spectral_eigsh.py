@@ -1,0 +1,224 @@
+"""Lanczos eigsh and the power-iteration baseline against planted spectra and dense oracles."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from landscape import spectral
+from landscape.curvature.operator import MatrixOperator
+from landscape.spectral.lanczos import lanczos_init, lanczos_steps, tridiagonal
+
+X64 = bool(jax.config.jax_enable_x64)
+DTYPE = np.float64 if X64 else np.float32
+# Relative accuracy (to max|lambda|) promised in the eigsh docstring for separated eigenvalues.
+RTOL = 1e-8 if X64 else 1e-5
+N = 240
+
+
+def planted(eigenvalues, seed=0):
+    """``Q diag(lam) Q^T`` with a Haar-random orthogonal ``Q`` (float64 numpy)."""
+    rng = np.random.default_rng(seed)
+    n = len(eigenvalues)
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    Q = Q * np.sign(np.diag(R))
+    A = (Q * np.asarray(eigenvalues, float)) @ Q.T
+    return (A + A.T) / 2
+
+
+def spectrum(seed=0):
+    """Separated top (100) and bottom (-20), a tight cluster, a repeated value, a bulk."""
+    rng = np.random.default_rng(seed + 100)
+    special = [100.0, 10.0, 9.99, 9.98, 5.0, 5.0, 5.0, -8.0, -20.0]
+    bulk = rng.uniform(-1.0, 2.0, N - len(special))
+    return np.concatenate([special, bulk])
+
+
+@pytest.fixture(scope="module")
+def problem():
+    lam = spectrum()
+    A = planted(lam)
+    return lam, A, MatrixOperator(jnp.asarray(A, DTYPE))
+
+
+def wanted(lam, k, which):
+    if which == "LA":
+        return np.sort(lam)[::-1][:k]
+    if which == "SA":
+        return np.sort(lam)[:k]
+    return lam[np.argsort(-np.abs(lam))][:k]
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_planted_eigenvalues_match_truth_and_scipy(problem, which):
+    lam, A, op = problem
+    k = 4
+    r = spectral.eigsh(op, k=k, which=which, key=jax.random.key(0))
+    scale = np.max(np.abs(lam))
+    np.testing.assert_allclose(np.asarray(r.eigenvalues), wanted(lam, k, which),
+                               rtol=0, atol=RTOL * scale)
+    ref = spla.eigsh(A, k=k, which=which, return_eigenvectors=False, tol=1e-12)
+    key = {"LA": lambda x: -x, "SA": lambda x: x, "LM": lambda x: -np.abs(x)}[which]
+    np.testing.assert_allclose(np.asarray(r.eigenvalues), sorted(ref, key=key),
+                               rtol=0, atol=RTOL * scale)
+    assert bool(np.all(r.converged))
+    assert r.eigenvectors.shape == (N, k) and r.eigenvectors.dtype == DTYPE
+    V = np.asarray(r.eigenvectors, float)
+    np.testing.assert_allclose(V.T @ V, np.eye(k), atol=50 * np.finfo(DTYPE).eps ** 0.5)
+    assert int(r.num_matvecs) == int(r.num_steps) + k
+
+
+def test_residuals_are_explicit_and_certify_eigenvalues(problem):
+    lam, A, op = problem
+    # Too few steps to converge the bulk end: the certificate must hold all the same.
+    r = spectral.eigsh(op, k=6, which="SA", key=jax.random.key(1), max_steps=12)
+    theta, V = np.asarray(r.eigenvalues, float), np.asarray(r.eigenvectors, float)
+    explicit = np.linalg.norm(A @ V - V * theta, axis=0)
+    slack = 100 * np.finfo(DTYPE).eps * np.max(np.abs(lam))
+    np.testing.assert_allclose(np.asarray(r.residuals), explicit, rtol=1e-2, atol=slack)
+    dist = np.min(np.abs(theta[:, None] - lam[None, :]), axis=1)
+    assert np.all(dist <= explicit + slack)
+    assert not bool(np.all(r.converged))  # 12 steps cannot resolve the bulk edge
+    np.testing.assert_array_equal(np.asarray(r.converged),
+                                  np.asarray(r.residuals) <= r.tol * np.max(np.abs(theta)))
+
+
+def _ritz_values(op, steps, full):
+    state = lanczos_init(jax.random.normal(jax.random.key(3), (op.dim,), op.dtype), steps,
+                         jax.random.key(4), full_reorthogonalization=full)
+    state = lanczos_steps(op, state, 0, steps, full_reorthogonalization=full)
+    T, _ = tridiagonal(state.alpha, state.beta)
+    return np.linalg.eigvalsh(np.asarray(T, float))
+
+
+def test_no_ghost_eigenvalues_after_200_steps(problem):
+    lam, _, op = problem
+    theta = _ritz_values(op, 200, full=True)
+    window = 1e-3 * np.max(np.abs(lam))
+    for value in (100.0, -20.0, -8.0, 5.0):
+        copies = int(np.sum(np.abs(theta - value) < window))
+        multiplicity = int(np.sum(np.abs(lam - value) < window))
+        assert 1 <= copies <= multiplicity, (value, copies, multiplicity)
+    # The check can fail: the plain three-term recurrence does produce ghosts here.
+    plain = _ritz_values(op, 200, full=False)
+    assert int(np.sum(np.abs(plain - 100.0) < window)) >= 2
+
+
+def test_fixed_num_steps_runs_exactly(problem):
+    _, _, op = problem
+    r = spectral.eigsh(op, k=3, key=jax.random.key(0), num_steps=30)
+    assert int(r.num_steps) == 30 and int(r.num_matvecs) == 33
+
+
+def test_warm_start_reuses_previous_eigenvectors(problem):
+    lam, A, _ = problem
+    rng = np.random.default_rng(7)
+    E = rng.standard_normal(A.shape)
+    moved = A + 1e-6 * (E + E.T)
+    op0, op1 = MatrixOperator(jnp.asarray(A, DTYPE)), MatrixOperator(jnp.asarray(moved, DTYPE))
+    first = spectral.eigsh(op0, k=4, key=jax.random.key(0), chunk=2)
+    cold = spectral.eigsh(op1, k=4, key=jax.random.key(1), chunk=2)
+    warm = spectral.eigsh(op1, k=4, key=jax.random.key(1), chunk=2, v0=first.eigenvectors)
+    truth = np.sort(np.linalg.eigvalsh(moved))[::-1][:4]
+    for r in (cold, warm):
+        np.testing.assert_allclose(np.asarray(r.eigenvalues), truth, atol=RTOL * 100)
+    assert int(warm.num_steps) < int(cold.num_steps)
+
+
+def test_eigsh_is_jittable_with_operator_argument(problem):
+    lam, _, op = problem
+    f = jax.jit(lambda o, key: spectral.eigsh(o, k=2, key=key).eigenvalues)
+    np.testing.assert_allclose(np.asarray(f(op, jax.random.key(5))), np.sort(lam)[::-1][:2],
+                               atol=RTOL * 100)
+
+
+@settings(max_examples=10, deadline=None)
+@given(dim=st.sampled_from([3, 6]), seed=st.integers(0, 2**31 - 1),
+       repeated=st.booleans())
+def test_k_equal_dim_is_exact(dim, seed, repeated):
+    rng = np.random.default_rng(seed)
+    lam = rng.integers(-2, 3, dim).astype(float) if repeated else rng.standard_normal(dim)
+    A = planted(lam, seed)
+    r = spectral.eigsh(MatrixOperator(jnp.asarray(A, DTYPE)), k=dim, which="SA",
+                       key=jax.random.key(seed % 1000))
+    scale = max(1.0, np.max(np.abs(lam)))
+    np.testing.assert_allclose(np.asarray(r.eigenvalues), np.sort(lam),
+                               atol=(1e-10 if X64 else 1e-4) * scale)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_invariant_under_orthogonal_similarity(seed):
+    rng = np.random.default_rng(seed)
+    lam = np.concatenate([[9.0, 6.0, 4.0], rng.uniform(-1, 1, 37)])
+    A = planted(lam, seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    B = Q @ A @ Q.T
+    key = jax.random.key(seed % 997)
+    ra = spectral.eigsh(MatrixOperator(jnp.asarray(A, DTYPE)), k=3, key=key)
+    rb = spectral.eigsh(MatrixOperator(jnp.asarray(B, DTYPE)), k=3, key=key)
+    np.testing.assert_allclose(np.asarray(ra.eigenvalues), np.asarray(rb.eigenvalues),
+                               atol=(1e-9 if X64 else 1e-4) * 9)
+    overlap = np.abs(np.sum((Q @ np.asarray(ra.eigenvectors, float))
+                            * np.asarray(rb.eigenvectors, float), axis=0))
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-6 if X64 else 1e-3)
+
+
+def test_power_iteration_baseline(problem):
+    lam, _, op = problem
+    p = spectral.power_iteration(op, k=2, key=jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(p.eigenvalues), [100.0, -20.0], rtol=1e-2)
+    assert p.eigenvectors.shape == (N, 2)
+    assert int(p.num_matvecs) == int(np.sum(np.asarray(p.num_iterations)))
+
+
+def test_lanczos_beats_power_iteration_on_a_small_gap():
+    lam = np.concatenate([[10.0, 9.5], np.random.default_rng(2).uniform(-1, 9, 78)])
+    op = MatrixOperator(jnp.asarray(planted(lam, 3), DTYPE))
+    r = spectral.eigsh(op, k=1, key=jax.random.key(0))
+    err_lanczos = abs(float(r.eigenvalues[0]) - 10.0)
+    assert err_lanczos <= float(r.residuals[0]) + 1e-5
+    # PyHessian's rule (default tol) stops on a small change of theta, not on accuracy.
+    p = spectral.power_iteration(op, k=1, key=jax.random.key(0))
+    assert abs(float(p.eigenvalues[0]) - 10.0) > err_lanczos
+    # Asked for Lanczos' accuracy, power iteration needs more products.
+    p = spectral.power_iteration(op, k=1, key=jax.random.key(0), tol=1e-9, max_iter=400)
+    assert int(p.num_matvecs) > int(r.num_matvecs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"k": 241}, ValueError, "k must be in"),
+        ({"k": 0}, ValueError, "k must be in"),
+        ({"k": 2.5}, TypeError, "k must be an int"),
+        ({"which": "BE"}, ValueError, "which must be one of"),
+        ({"v0": np.ones(5)}, ValueError, "v0 must have shape"),
+        ({"v0": np.zeros(N)}, ValueError, "v0 is identically zero"),
+        ({"v0": np.full(N, np.nan)}, ValueError, "v0 contains non-finite"),
+        ({"v0": np.zeros((N, 2))}, ValueError, "v0 is identically zero"),
+        ({"key": None}, TypeError, "key is required"),
+        ({"key": 3}, TypeError, "key must be a jax.random key"),
+        ({"num_steps": 2, "k": 3}, ValueError, "num_steps must be in"),
+        ({"max_steps": 500}, ValueError, "max_steps must be in"),
+        ({"tol": -1.0}, ValueError, "tol must be a positive"),
+    ],
+)
+def test_eigsh_bad_input(problem, kwargs, exc, match):
+    _, _, op = problem
+    args = {"k": 3, "key": jax.random.key(0)} | kwargs
+    with pytest.raises(exc, match=match):
+        spectral.eigsh(op, **args)
+
+
+def test_bad_operator_and_power_iteration_input(problem):
+    _, A, op = problem
+    with pytest.raises(TypeError, match="op must be a linear operator"):
+        spectral.eigsh(A, k=2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="k must be in"):
+        spectral.power_iteration(op, k=N + 1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="tol must be a positive"):
+        spectral.power_iteration(op, k=1, key=jax.random.key(0), tol=0.0)
