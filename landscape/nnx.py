@@ -74,7 +74,7 @@ class Functional:
         self._check_key(key)
         model = self.merge(params, state, key=key)
         out = model(x)
-        new_state = nnx.state(model, nnx.BatchStat).to_pure_dict() if self.state else {}
+        new_state = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)) if self.state else {}
         return out, new_state
 
     def apply(self, params, x, *, state=None, key: jax.Array | None = None):
@@ -124,8 +124,8 @@ def functional(model: nnx.Module, *, mode: Mode = "eval") -> Functional:
     )
     return Functional(
         graphdef=graphdef,
-        params=params.to_pure_dict(),
-        state=stats.to_pure_dict(),
+        params=nnx.to_pure_dict(params),
+        state=nnx.to_pure_dict(stats),
         mode=mode,
         has_rng=_uses_dropout(model),
         _templates=(params, stats, rngs, rest),
