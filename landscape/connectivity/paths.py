@@ -287,7 +287,7 @@ def simplex_barrier(path: SimplexPath, *, metric: str = "loss", split: str = "tr
     """``max_w L(w) - mean_i L(e_i)`` over the simplex; ``alpha`` holds the argmax weights."""
     values = jnp.asarray(_values(path, metric, split))
     w = jnp.asarray(path.weights)
-    vertex = jnp.max(w, axis=1) > 1 - 1e-9
+    vertex = jnp.max(w, axis=1) > 1 - 1e-6
     mean_vertices = jnp.sum(jnp.where(vertex, values, 0)) / jnp.sum(vertex)
     i = jnp.argmax(values)
     return Barrier(values[i] - mean_vertices, w[i], "max_minus_mean", metric)
