@@ -62,6 +62,7 @@ __all__ = [
     "sharded_mean_loss",
     "sharded_value_and_grad",
     "data_parallel",
+    "data_parallel_loss",
     "sharded_train_step",
     "initialize",
     "process_slice",
@@ -314,6 +315,38 @@ def data_parallel(step: Callable, mesh: Mesh | None = None, *, donate: bool = Fa
         return jitted(params, opt_state, jax.tree.map(lambda x: _put(x, dat), batch), *rest)
 
     return run
+
+
+def data_parallel_loss(loss_fn: Callable, mesh: Mesh | None = None) -> Callable:
+    """Wrap ``loss_fn(params, batch, *rest)`` so its batch is split over the devices of ``mesh``.
+
+    The wrapper applies :func:`constrain_batch` to ``batch`` and then calls ``loss_fn``; the
+    value is unchanged. Pass it to a jitted training loop together with replicated params to
+    make that loop data-parallel, e.g. with ``landscape.train.train``::
+
+        mesh = parallel.data_mesh()
+        result = train(parallel.data_parallel_loss(loss_fn, mesh), parallel.replicate(params, mesh),
+                       optimizer, parallel.replicate(dataset, mesh), key=key, num_steps=1000,
+                       batch_size=256)  # batch_size: a multiple of mesh.size
+
+    The batch size must be a multiple of ``mesh.size`` (checked at trace time). Works for the
+    stateful signature ``loss_fn(params, batch, state, key)`` too: with BatchNorm in train mode the
+    batch statistics are still those of the whole batch, as on one device.
+    """
+    mesh = _check_mesh(mesh)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable loss_fn(params, batch); got {type(loss_fn)}")
+
+    def sharded_loss(params, batch, *rest, **kwargs):
+        n = check_batch(batch, "batch")
+        if n % mesh.size:
+            raise ValueError(
+                f"batch has {n} examples, not a multiple of the {mesh.size} devices of the mesh; "
+                "choose batch_size as a multiple of mesh.size"
+            )
+        return loss_fn(params, constrain_batch(batch, mesh), *rest, **kwargs)
+
+    return sharded_loss
 
 
 def sharded_train_step(loss_fn: Callable, optimizer, mesh: Mesh | None = None) -> Callable:

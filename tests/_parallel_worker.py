@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from landscape.losses import softmax_cross_entropy
 
 NUM_STEPS = 3
+TRAIN_STEPS, TRAIN_BATCH = 4, 8  # landscape.train.train: minibatches of 8 out of 12 examples
 SIZES = (10, 12, 11)  # 10 and 11 need padding on 4 devices, 12 does not
 OPTIMIZERS = {"sgd": lambda: optax.sgd(0.3, momentum=0.9), "adam": lambda: optax.adam(0.05)}
 
@@ -56,27 +57,28 @@ def flat(tree) -> list[float]:
 def reference(n: int) -> dict:
     """Plain one-device JAX: full-batch loss, gradient and optax steps, no sharding at all."""
     params, data = make_problem(n)
-    loss, grad = jax.value_and_grad(loss_fn)(params, data)
+    value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
+    loss, grad = value_and_grad(params, data)
     out = {"loss": float(loss), "grad": flat(grad)}
     for name, make in OPTIMIZERS.items():
         opt = make()
         p, state, losses = params, opt.init(params), []
         for _ in range(NUM_STEPS):
-            value, g = jax.value_and_grad(loss_fn)(p, data)
-            updates, state = opt.update(g, state, p)
+            value, g = value_and_grad(p, data)
+            updates, state = jax.jit(opt.update)(g, state, p)
             p, losses = optax.apply_updates(p, updates), losses + [float(value)]
         out[name], out[name + "_losses"] = flat(p), losses
     return out
 
 
-def run_parallel(params, dataset, mesh) -> dict:
+def run_parallel(params, dataset, mesh, steps: bool = True) -> dict:
     """Loss, gradient and optax steps through landscape.parallel on ``mesh``."""
     from landscape import parallel
 
     loss, grad = parallel.sharded_value_and_grad(loss_fn, params, dataset, mesh)
     out = {"loss": float(loss), "grad": flat(grad)}
     out["loss_only"] = float(parallel.sharded_mean_loss(loss_fn, params, dataset, mesh))
-    for name, make in OPTIMIZERS.items():
+    for name, make in OPTIMIZERS.items() if steps else ():
         opt = make()
         step = parallel.sharded_train_step(loss_fn, opt, mesh)
         p, state, losses = params, opt.init(params), []
@@ -122,14 +124,48 @@ def data_parallel_check(mesh) -> dict:
         out["uneven_error"] = None
     except ValueError as err:
         out["uneven_error"] = str(err)
+    try:
+        parallel.data_parallel_loss(loss_fn, mesh)(params, make_problem(10)[1])
+        out["uneven_loss_error"] = None
+    except ValueError as err:
+        out["uneven_loss_error"] = str(err)
 
     @jax.jit
     def gathered(x, idx):  # a batch gathered inside jit, kept split over the devices
         return parallel.constrain_batch(x[idx], mesh)
 
+    # the per-example work is split: the compiled gradient sums partial gradients across devices
+    grad_fn = jax.jit(jax.grad(parallel.data_parallel_loss(loss_fn, mesh)))
+    hlo = grad_fn.lower(parallel.replicate(params, mesh), data).compile().as_text()
+    out["grad_all_reduce"] = "all-reduce" in hlo
     sharded_x = parallel.shard_dataset(data, mesh).data["x"]
     out["constrained_devices"] = len(gathered(sharded_x, jnp.arange(8)).sharding.device_set)
     return out
+
+
+def nnx_mlp():
+    """``landscape.models.MLP`` through the NNX adapter: ``(loss_fn, params)``, eval mode."""
+    from flax import nnx
+
+    import landscape.nnx
+    from landscape.models import MLP
+
+    model = MLP(5, 8, 2, 3, activation="tanh", rngs=nnx.Rngs(0))
+    loss, params, _ = landscape.nnx.loss_fn(model, "cross_entropy", mode="eval")
+    return loss, params
+
+
+def train_loop(loss, params, data, mesh=None) -> list[float]:
+    """``landscape.train.train`` minibatch SGD, made data-parallel when ``mesh`` is given."""
+    from landscape import parallel
+    from landscape.train import train
+
+    if mesh is not None:
+        loss = parallel.data_parallel_loss(loss, mesh)
+        params, data = parallel.replicate((params, data), mesh)
+    result = train(loss, params, OPTIMIZERS["sgd"](), data, key=jax.random.key(0),
+                   num_steps=TRAIN_STEPS, batch_size=TRAIN_BATCH)
+    return flat(result.params)
 
 
 def devices_main(out_path: str) -> None:
@@ -138,14 +174,18 @@ def devices_main(out_path: str) -> None:
     results = {"device_count": jax.device_count()}
     for n in SIZES:
         params, data = make_problem(n)
-        for d in (1, jax.device_count()):
-            mesh = parallel.data_mesh(jax.devices()[:d])
-            sharded = parallel.shard_dataset(data, mesh)
-            res = run_parallel(params, sharded, mesh)
-            res["raw_loss"] = float(parallel.sharded_mean_loss(loss_fn, params, data, mesh))
-            res["layout"] = layout(sharded)
-            results[f"n{n}_d{d}"] = res
+        mesh = parallel.data_mesh()
+        sharded = parallel.shard_dataset(data, mesh)
+        res = run_parallel(params, sharded, mesh)
+        res["raw_loss"] = float(parallel.sharded_mean_loss(loss_fn, params, data, mesh))
+        res["layout"] = layout(sharded)
+        results[f"n{n}"] = res
     results["data_parallel"] = data_parallel_check(parallel.data_mesh())
+    mlp_loss, mlp_params = nnx_mlp()
+    mesh = parallel.data_mesh()
+    value, grad = parallel.sharded_value_and_grad(mlp_loss, mlp_params, make_problem(10)[1], mesh)
+    results["nnx_mlp"] = {"loss": float(value), "grad": flat(grad)}
+    results["train"] = train_loop(loss_fn, *make_problem(12), mesh)
     with open(out_path, "w") as f:
         json.dump(results, f)
 
@@ -166,7 +206,7 @@ def process_main(out_path: str, port: int, pid: int, nproc: int) -> None:
         "layout": layout(sharded),
         "local": run_parallel(params, sharded, mesh),
         # the whole dataset on every process, split by shard_dataset: same numbers expected
-        "full": run_parallel(params, parallel.shard_dataset(data, mesh), mesh),
+        "full": run_parallel(params, parallel.shard_dataset(data, mesh), mesh, steps=False),
     }
     with open(f"{out_path}.{pid}", "w") as f:
         json.dump(results, f)
