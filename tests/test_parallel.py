@@ -86,8 +86,8 @@ def test_mean_loss_padding_is_exact_in_float64():
         data = {"x": np.asarray(data["x"], np.float64), "y": data["y"]}
         padded, weights = parallel.pad_dataset(data, 4)
         got = parallel.mean_loss(worker.loss_fn, params, padded, jnp.asarray(weights))
-        per_example = [worker.loss_fn(params, jax.tree.map(lambda a: a[i : i + 1], data))
-                       for i in range(7)]
+        rows = [{"x": data["x"][i : i + 1], "y": data["y"][i : i + 1]} for i in range(7)]
+        per_example = [worker.loss_fn(params, row) for row in rows]
         np.testing.assert_allclose(got, np.mean(per_example), rtol=1e-14)
 
 
@@ -251,7 +251,8 @@ def test_nnx_model_on_four_devices(four_devices):
 
 def test_train_loop_made_data_parallel(four_devices):
     """landscape.train.train with data_parallel_loss + replicated inputs == plain train()."""
-    assert_close(four_devices["train"], worker.train_loop(worker.loss_fn, *worker.make_problem(12)), "train()")
+    ref = worker.train_loop(worker.loss_fn, *worker.make_problem(12))
+    assert_close(four_devices["train"], ref, "train()")
 
 
 def test_data_parallel_loss_keeps_the_value():  # the uneven-batch error: 4-device test
