@@ -1,0 +1,102 @@
+"""Figure: Hessian/GGN outliers track the number of classes; the bulk moves with the width.
+
+(a) Top eigenvalues of the Hessian at the widest network, one curve per number of classes C
+(dotted verticals at index C). (b) Outlier count (largest-gap rule) against C for the Hessian
+(filled) and the GGN (open), one colour per width, with the lines count = C and C - 1.
+(c) SLQ spectral density of the Hessian for the largest C, one curve per width (Gaussian
+smoothing of width 2% of the largest node). (d) Overlap (mean squared cosine of principal
+angles) between the top-C eigenspace and the span of the class-mean gradients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from landscape import plotting
+
+EXPERIMENTS = ("hessian_outliers",)
+
+
+def _pdf(nodes, weights, grid, sigma):
+    z = (grid[:, None, None] - nodes[None]) / sigma
+    kern = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
+    return np.mean(np.sum(kern * weights[None], axis=-1), axis=-1)
+
+
+def draw(results: dict, out_dir: Path) -> list[Path]:
+    res = results["hessian_outliers"]
+    cfg, metrics = res.config, res.metrics
+    classes, widths = list(cfg["num_classes"]), list(cfg["widths"])
+    runs, summary = metrics["runs"], metrics["summary"]
+    fig, axes = plotting.figure(2, 2, width=3.4, height=2.7)
+    axes = np.asarray(axes).ravel()
+
+    ax = axes[0]
+    for j, c in enumerate(classes):
+        lam = np.asarray(runs[f"C{c}_w{widths[-1]}"]["hessian"]["eigenvalues"])
+        ax.semilogy(
+            np.arange(1, lam.size + 1),
+            np.maximum(lam, 1e-8),
+            "o-",
+            ms=3,
+            color=plotting.COLORS[j],
+            label=f"C={c}",
+        )
+        ax.axvline(c + 0.5, color=plotting.COLORS[j], ls=":", lw=1)
+    ax.set_xlabel("eigenvalue index")
+    ax.set_ylabel("Hessian eigenvalue")
+    ax.set_title(f"top eigenvalues, width {widths[-1]}")
+    ax.legend(fontsize=7)
+
+    ax = axes[1]
+    cs = np.asarray(classes)
+    ax.plot(cs, cs, "k-", lw=0.8, label="C")
+    ax.plot(cs, cs - 1, "k--", lw=0.8, label="C - 1")
+    for j, w in enumerate(widths):
+        off = (j - (len(widths) - 1) / 2) * 0.08
+        h = [row[j] for row in summary["hessian"]["outlier_count"]]
+        g = [row[j] for row in summary["ggn"]["outlier_count"]]
+        ax.plot(cs + off, h, "o", color=plotting.COLORS[j], label=f"H, width {w}")
+        ax.plot(cs + off, g, "s", mfc="none", color=plotting.COLORS[j], label=f"GGN, width {w}")
+    ax.set_xlabel("number of classes C")
+    ax.set_ylabel("outliers (largest gap)")
+    ax.legend(fontsize=6, ncol=2)
+
+    ax = axes[2]
+    c = classes[-1]
+    top = max(float(np.max(runs[f"C{c}_w{w}"]["hessian"]["density_nodes"])) for w in widths)
+    bottom = min(float(np.min(runs[f"C{c}_w{w}"]["hessian"]["density_nodes"])) for w in widths)
+    grid = np.linspace(bottom - 0.05 * top, 1.05 * top, 600)
+    for j, w in enumerate(widths):
+        r = runs[f"C{c}_w{w}"]["hessian"]
+        pdf = _pdf(
+            np.asarray(r["density_nodes"]), np.asarray(r["density_weights"]), grid, 0.02 * top
+        )
+        ax.semilogy(
+            grid,
+            np.maximum(pdf, 1e-6),
+            color=plotting.COLORS[j],
+            label=f"width {w} (P={runs[f'C{c}_w{w}']['num_params']})",
+        )
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (SLQ)")
+    ax.set_title(f"Hessian spectral density, C={c}")
+    ax.legend(fontsize=7)
+
+    ax = axes[3]
+    for j, w in enumerate(widths):
+        h = [row[j] for row in summary["hessian"]["overlap"]]
+        g = [row[j] for row in summary["ggn"]["overlap"]]
+        ax.plot(cs, h, "o-", color=plotting.COLORS[j], label=f"H, width {w}")
+        ax.plot(cs, g, "s--", mfc="none", color=plotting.COLORS[j], label=f"GGN, width {w}")
+    ax.plot(cs, (cs - 1) / cs, "k:", lw=0.8, label="(C-1)/C")
+    rand = [runs[f"C{c}_w{widths[0]}"]["overlap_random"] for c in classes]
+    ax.plot(cs, rand, "k-", lw=0.6, label=f"random, width {widths[0]}")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("number of classes C")
+    ax.set_ylabel("overlap with class-mean grads")
+    ax.legend(fontsize=6, ncol=2)
+    plotting.label_panels(axes)
+    return plotting.save(fig, out_dir, "hessian_outliers")

@@ -1,0 +1,72 @@
+"""The hessian_outliers experiment end to end on its smoke config, plus its figure."""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import numpy as np
+import pytest
+
+from landscape import experiment
+
+E = importlib.import_module("experiments.hessian_outliers")
+FIG = importlib.import_module("paper_figures.hessian_outliers")
+
+
+@pytest.fixture(scope="module")
+def result():
+    return experiment.run_experiment("hessian_outliers", E.Config.smoke(), quiet=True)
+
+
+def _finite(x):
+    return bool(np.all(np.isfinite(np.asarray(x, np.float64))))
+
+
+def test_smoke_metrics_have_expected_keys_and_finite_values(result):
+    cfg = E.Config.smoke()
+    runs = result.metrics["runs"]
+    assert set(runs) == {f"C{c}_w{w}" for c in cfg.num_classes for w in cfg.widths}
+    for c in cfg.num_classes:
+        for w in cfg.widths:
+            r = runs[f"C{c}_w{w}"]
+            assert _finite([r["train_loss"], r["train_accuracy"], r["overlap_random"]])
+            for kind in ("hessian", "ggn"):
+                s = r[kind]
+                k = c + cfg.num_extra
+                assert np.asarray(s["eigenvalues"]).shape == (k,)
+                assert _finite(s["eigenvalues"]) and _finite(s["residuals"])
+                assert np.all(np.diff(s["eigenvalues"]) <= 0)  # descending
+                assert 1 <= s["outlier_count"] < k
+                assert 0.0 <= s["overlap"] <= 1.0 + 1e-9
+                w_sum = np.asarray(s["density_weights"]).sum(axis=1)
+                np.testing.assert_allclose(w_sum, 1.0, rtol=1e-4)
+    summary = result.metrics["summary"]
+    assert np.asarray(summary["hessian"]["outlier_count"]).shape == (2, 1)
+
+
+def test_eigsh_matches_dense_hessian_and_ggn_is_psd(result):
+    rtol = 1e-8 if jax.config.jax_enable_x64 else 1e-3
+    for r in result.metrics["runs"].values():
+        dense_top = np.asarray(r["dense_hessian_top"])  # numpy eigvalsh of the dense operator
+        lam = np.asarray(r["hessian"]["eigenvalues"])
+        np.testing.assert_allclose(lam, dense_top, rtol=rtol, atol=rtol * abs(dense_top[0]))
+        assert np.all(np.asarray(r["ggn"]["eigenvalues"]) > -rtol * r["ggn"]["eigenvalues"][0])
+
+
+def test_helpers_on_known_inputs():
+    assert E.outlier_count([10.0, 9.0, 8.0, 1.0, 0.9, 0.8]) == 3
+    assert E.outlier_count([5.0, 0.1, 0.09]) == 1
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 3))
+    mix = a @ rng.normal(size=(3, 3))  # same span, different basis
+    assert E.subspace_overlap(a, mix) == pytest.approx(1.0)
+    orth = np.linalg.qr(np.concatenate([a, rng.normal(size=(30, 3))], 1))[0]
+    assert E.subspace_overlap(orth[:, :3], orth[:, 3:]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_figure_draws_from_stored_result(result, tmp_path):
+    stored = experiment.load("hessian_outliers", E.Config.smoke())
+    paths = FIG.draw({"hessian_outliers": stored}, tmp_path)
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    assert all(p.stat().st_size > 0 for p in paths)
