@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
 from _digits_models import CNN_CHANNELS, CNN_HIDDEN, MLP_WIDTHS
+from torch import nn
 
 
 class TorchMLP(nn.Module):
