@@ -66,13 +66,13 @@ def test_planted_permutation_exact_recovery_and_rate_with_noise(case, record_pro
         np.testing.assert_array_equal(x, y)
     assert np.all(np.diff(res.history) >= -1e-6 * abs(res.history[-1])) and res.converged
     rates = {}
-    for noise in (0.1, 0.5, 1.0, 3.0):
+    for noise in (0.1, 0.5, 1.0, 3.0, 10.0):
         spec, pa, pb, pi = _planted(case, noise)
         rates[noise] = _recovery(pi, C.weight_matching(spec, pa, pb, key=KEY).perm)
     record_property("recovery_rate_vs_noise", rates)
     print(case, "recovery rate vs noise:", rates)
     assert rates[0.1] == 1.0  # small noise: the planted permutation is still the optimum
-    assert rates[3.0] < 1.0   # large noise: recovery degrades, the test can fail both ways
+    assert rates[10.0] < 1.0  # large noise: recovery degrades, the test can fail both ways
 
 
 def _numpy_weight_matching(spec, pa, pb, orders, max_sweeps=100):
