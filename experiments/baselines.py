@@ -32,11 +32,11 @@ class Config:
     mnist1d_test: int = 1000
     mlp_width: int = 100
     mlp_depth: int = 2
-    cnn_width: int = 32
+    cnn_width: int = 16
     cnn_layers: int = 3
     learning_rate: float = 3e-3
     batch_size: int = 100
-    num_steps: int = 4000
+    num_steps: int = 3000
     eval_every: int = 500
 
     @classmethod
