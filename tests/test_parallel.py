@@ -19,6 +19,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -271,25 +272,25 @@ def _free_port() -> int:
 
 
 def _run_two_processes(out: pathlib.Path):
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER_PATH), "process", str(out), str(port), str(pid), "2"],
-            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for pid in range(2)
-    ]
-    logs = []
+    """Start both processes, wait at most TIMEOUT_S in all, kill stragglers; (codes, stderrs)."""
+    port, logs, procs = _free_port(), [out.with_suffix(f".err{pid}") for pid in range(2)], []
+    deadline = time.monotonic() + TIMEOUT_S
     try:
+        for pid in range(2):
+            cmd = [sys.executable, str(WORKER_PATH), "process", str(out), str(port), str(pid), "2"]
+            with open(logs[pid], "w") as err:  # files, not pipes: a chatty child never blocks
+                procs.append(subprocess.Popen(cmd, env=_env(2), stdout=err, stderr=err))
         for p in procs:
-            _, err = p.communicate(timeout=TIMEOUT_S)
-            logs.append(err)
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
     finally:
-        for p in procs:  # never leave a process waiting on a dead peer
+        for p in procs:  # never leave a process waiting on a dead or hung peer
             if p.poll() is None:
                 p.kill()
-                p.communicate()
-    return [p.returncode for p in procs], logs
+                p.wait()
+    codes = [p.returncode for p in procs]
+    return codes, [f"(exit code {c}) " + log.read_text() for c, log in zip(codes, logs)]
 
 
 def test_two_processes_match_one_process(tmp_path):
