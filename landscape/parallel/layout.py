@@ -99,7 +99,12 @@ def _put(x, sharding: NamedSharding):
 
 @dataclasses.dataclass(frozen=True)
 class ShardedDataset:
-    """A dataset laid out along the example axis of a mesh.
+    """A dataset laid out along the example axis of a mesh of ``d`` devices.
+
+    ``num_padded = d * ceil(n / d)`` rows; device ``k`` holds rows ``k * num_padded / d`` up to
+    ``(k + 1) * num_padded / d``; :func:`shard_dataset` puts the padding (copies of the last
+    example) on the last devices, :func:`shard_process_local` at the end of each process's
+    block. It is a pytree (``num_examples`` is static), so it can be passed to ``jax.jit``.
 
     Attributes:
         data: the dataset pytree; every leaf has leading size ``num_padded`` (a multiple of the

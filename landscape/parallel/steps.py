@@ -86,6 +86,9 @@ def sharded_mean_loss(loss_fn: Callable, params, dataset, mesh: Mesh | None = No
     Returns a replicated scalar equal to ``loss_fn(params, dataset)`` on one device, up to
     reduction order (see the module docstring). Host-level driver (it places data); inside your
     own ``jit`` use :func:`mean_loss`. Raises ``ValueError`` if the loss is not finite.
+
+    Memory: each device evaluates its ``ceil(n / d)`` examples in one pass. Compiled once per
+    ``(loss_fn, mesh, shapes)``: pass the same function object, not a fresh lambda, per call.
     """
     mesh, params, dataset = _prepare(loss_fn, params, dataset, mesh)
     loss = _mean_loss_jit(params, dataset, loss_fn=loss_fn, mesh=mesh, grad=False)
@@ -111,6 +114,8 @@ def data_parallel(step: Callable, mesh: Mesh | None = None, *, donate: bool = Fa
     example axis, and calls ``jax.jit(step)``; every output is replicated. The batch size must be
     a multiple of the mesh size (pad it with :func:`shard_dataset` and a weighted loss, as
     :func:`sharded_train_step` does, otherwise). ``donate=True`` donates params and opt_state.
+    In a multi-process run ``batch`` is the global batch: the same host data in every process,
+    or global arrays such as ``shard_process_local(local_batch, mesh).data``.
     """
     mesh = _check_mesh(mesh)
     rep, dat = replicated_sharding(mesh), data_sharding(mesh)
