@@ -155,6 +155,25 @@ def nnx_mlp():
     return loss, params
 
 
+def batchnorm_train_step(mesh=None) -> dict:
+    """Train-mode BatchNorm MLP: loss, gradient and new running stats on a batch of 12."""
+    from flax import nnx
+
+    import landscape.nnx
+    from landscape import parallel
+    from landscape.models import MLP
+
+    model = MLP(5, 8, 1, 3, norm="batch", rngs=nnx.Rngs(1))
+    loss, params, state = landscape.nnx.loss_fn(model, "cross_entropy", mode="train")
+    data = make_problem(12)[1]
+    if mesh is not None:
+        loss = parallel.data_parallel_loss(loss, mesh)
+        params, state, data = parallel.replicate((params, state, data), mesh)
+    fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (value, new_state), grad = fn(params, data, state)
+    return {"loss": float(value), "grad": flat(grad), "state": flat(new_state)}
+
+
 def train_loop(loss, params, data, mesh=None) -> list[float]:
     """``landscape.train.train`` minibatch SGD, made data-parallel when ``mesh`` is given."""
     from landscape import parallel
@@ -186,6 +205,7 @@ def devices_main(out_path: str) -> None:
     value, grad = parallel.sharded_value_and_grad(mlp_loss, mlp_params, make_problem(10)[1], mesh)
     results["nnx_mlp"] = {"loss": float(value), "grad": flat(grad)}
     results["train"] = train_loop(loss_fn, *make_problem(12), mesh)
+    results["batchnorm"] = batchnorm_train_step(mesh)
     with open(out_path, "w") as f:
         json.dump(results, f)
 

@@ -256,6 +256,13 @@ def test_train_loop_made_data_parallel(four_devices):
     assert_close(four_devices["train"], ref, "train()")
 
 
+def test_batchnorm_statistics_span_the_whole_sharded_batch(four_devices):
+    """Train-mode BatchNorm on a batch split over 4 devices == on one device (GSPMD)."""
+    got, ref = four_devices["batchnorm"], worker.batchnorm_train_step()
+    for key in ("loss", "grad", "state"):
+        assert_close(got[key], ref[key], f"BatchNorm {key}")
+
+
 def test_data_parallel_loss_keeps_the_value():  # the uneven-batch error: 4-device test
     mesh = parallel.data_mesh()
     wrapped = parallel.data_parallel_loss(_square, mesh)
