@@ -18,6 +18,7 @@ Barrier kinds (REFERENCES.md): ``max_minus_mean`` = max L(alpha) - (L_A + L_B)/2
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -114,7 +115,9 @@ def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, er
 
     The engine behind :func:`interpolate`, the simplex path, Bezier curves and layer-wise paths.
     ``state`` is ``None`` for stateless models. Returns a dict of ``(P,)`` arrays with keys
-    ``loss``/``error`` and ``test_loss``/``test_error``. One ``jax.jit`` call.
+    ``loss``/``error`` and ``test_loss``/``test_error``. One ``jax.jit`` call, cached on the
+    (hashable) functions and sizes, so calling again with the same ``loss_fn`` does not
+    recompile.
     """
     check_batch_size(batch_size)
     check_batch_size(chunk_size, "chunk_size")
@@ -122,7 +125,15 @@ def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, er
     if test_dataset is not None:
         T.check_batch(test_dataset, "test_dataset")
     state_shape = jax.eval_shape(lambda c, e: point_fn(c, e)[1], coords[0], endpoints)
-    metrics = _metrics_fn(loss_fn, error_fn, state_shape is not None)
+    run = _compiled(point_fn, loss_fn, error_fn, state_shape is not None, recompute_state,
+                    batch_size, chunk_size)
+    return run(coords, endpoints, dataset, test_dataset)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(point_fn, loss_fn, error_fn, has_state, recompute_state, batch_size, chunk_size):
+    """One jitted evaluator per (functions, sizes): repeated calls reuse the compilation."""
+    metrics = _metrics_fn(loss_fn, error_fn, has_state)
 
     def one(coord, endpoints, data, test):
         params, state = point_fn(coord, endpoints)
@@ -139,7 +150,7 @@ def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, er
         return jax.lax.map(lambda c: one(c, endpoints, data, test), coords,
                            batch_size=chunk_size)
 
-    return run(coords, endpoints, dataset, test_dataset)
+    return run
 
 
 def _lerp_point(alpha, ends):

@@ -16,6 +16,7 @@ are solved in float64 on the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -153,10 +154,7 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, *, key: jax.Array
     if num_restarts < 1 or max_sweeps < 1:
         raise ValueError("num_restarts and max_sweeps must be >= 1")
     pa, pb = _spec_params(spec, params_a), _spec_params(spec, params_b)
-    sub = _subspec(spec)
-    costs = {n: jax.jit(lambda perm, a, b, n=n: cost_matrix(sub, n, perm, a, b))
-             for n in spec.names}
-    objective = jax.jit(lambda perm, a, b: matching_objective(sub, perm, a, b))
+    costs, objective = _compiled(_subspec(spec))
     best = None
     finals = []
     for r in range(num_restarts):
@@ -173,6 +171,14 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, *, key: jax.Array
     perm, history, sweeps, converged = best
     return MatchResult({k: jnp.asarray(v) for k, v in perm.items()}, float(history[-1]),
                        history, sweeps, converged, np.asarray(finals))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(sub: PermutationSpec):
+    """Jitted cost-matrix and objective functions per spec (cached: no recompiles on reuse)."""
+    costs = {n: jax.jit(functools.partial(cost_matrix, sub, n)) for n in sub.names}
+    objective = jax.jit(functools.partial(matching_objective, sub))
+    return costs, objective
 
 
 def _subspec(spec: PermutationSpec) -> PermutationSpec:
