@@ -40,8 +40,9 @@ class Config:
     record_every: int = 100
     picture_T: int = 6
     picture_paths: int = 16
-    picture_steps: int = 300
-    picture_init_scale: float = 2.0
+    picture_steps: int = 150
+    picture_init_scale: float = 1.0
+    picture_max_tries: int = 50
 
     @classmethod
     def smoke(cls) -> Config:
@@ -74,30 +75,41 @@ def frequency_seed(config: Config, s: int, scale: float) -> dict:
             "num_wrong": int((sel != np.asarray(tok.opt_index)).sum())}
 
 
-def picture(config: Config) -> dict:
-    """Paths of ``u_t = W_t z`` for one 2-D example, and the SVM direction of each token."""
-    c = config
-    with jax.enable_x64(True):
-        kd, kp = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), 10_000))
-        kx, kv = jax.random.split(kd)
-        X = jax.random.normal(kx, (1, c.picture_T, 2), jnp.float64)
-        Z = jnp.array([[1.0, 0.0]])
-        v = jax.random.normal(kv, (2,), jnp.float64)
-        Y = jnp.ones((1,))
-        scores = np.asarray(data.token_scores(X, Y, v))
-        W0s = c.picture_init_scale * jax.random.normal(kp, (c.picture_paths, 2, 2), jnp.float64)
-        train = lambda W0: _TRAIN({"W": W0}, X, Z, Y, v, num_steps=c.picture_steps,  # noqa: E731
-                                  record_every=1, learning_rate=c.learning_rate)
-        paths = np.stack([np.asarray(train(W0))[:, :, 0] for W0 in W0s])  # u_t = W_t e_1
-        final = [int(att.selected_tokens(jnp.asarray(p[-1])[:, None] * jnp.array([[1.0, 0.0]]),
-                                         X, Z)[0]) for p in paths]
-    directions, kinds = np.full((c.picture_T, 2), np.nan), []
-    for a in range(c.picture_T):
+def _token_kinds(X, Z, scores, T):
+    """Kind of the selection {alpha} for every token alpha, and its SVM direction ``W_mm e_1``."""
+    directions, kinds = np.full((T, 2), np.nan), []
+    for a in range(T):
         verdict = att.is_locally_optimal(X, Z, scores, np.array([a]))
         kinds.append(verdict.kind)
         if verdict.feasible:
             directions[a] = verdict.solution.W[:, 0]
-    return {"tokens": np.asarray(X[0]), "scores": scores[0], "paths": paths,
+    return kinds, directions
+
+
+def picture(config: Config) -> dict:
+    """Paths of ``u_t = W_t z`` for one 2-D example with a locally optimal token.
+
+    Draws examples (keys ``fold_in(seed, 10_000 + try)``) until one has a locally-but-not-globally
+    optimal token (at most ``picture_max_tries``), then runs GD from ``picture_paths`` inits.
+    """
+    c = config
+    with jax.enable_x64(True):
+        Z, Y = jnp.array([[1.0, 0.0]]), jnp.ones((1,))
+        for attempt in range(c.picture_max_tries):
+            key = jax.random.fold_in(jax.random.key(c.seed), 10_000 + attempt)
+            kx, kv, kp = jax.random.split(key, 3)
+            X = jax.random.normal(kx, (1, c.picture_T, 2), jnp.float64)
+            v = jax.random.normal(kv, (2,), jnp.float64)
+            scores = np.asarray(data.token_scores(X, Y, v))
+            kinds, directions = _token_kinds(X, Z, scores, c.picture_T)
+            if "local" in kinds:
+                break
+        W0s = c.picture_init_scale * jax.random.normal(kp, (c.picture_paths, 2, 2), jnp.float64)
+        train = lambda W0: _TRAIN({"W": W0}, X, Z, Y, v, num_steps=c.picture_steps,  # noqa: E731
+                                  record_every=1, learning_rate=c.learning_rate)
+        paths = np.stack([np.asarray(train(W0))[:, :, 0] for W0 in W0s])  # u_t = W_t e_1
+        final = [int(np.argmax(np.asarray(X[0]) @ p[-1])) for p in paths]
+    return {"tokens": np.asarray(X[0]), "scores": scores[0], "paths": paths, "attempt": attempt,
             "final_token": final, "svm_u": directions, "token_kind": kinds}
 
 

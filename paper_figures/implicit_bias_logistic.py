@@ -1,0 +1,56 @@
+"""Figure: GD on separable logistic regression approaches the hard-margin SVM at rate 1/log t.
+
+(a) The first dataset, the SVM separator and GD separators at a few times. (b) Direction gap
+times log t against t (a 1/log t rate makes this level off). (c) Loss times t and ||w_t|| / log t
+(dashed lines: ||w_hat||).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from landscape import plotting
+
+EXPERIMENTS = ("implicit_bias_logistic",)
+
+
+def _separators(ax, row):
+    X, y, w_hat = np.asarray(row["X"]), np.asarray(row["y"]), np.asarray(row["w_hat"])
+    ax.scatter(*X[y > 0].T, s=10, color=plotting.COLORS[0], label="y=+1")
+    ax.scatter(*X[y < 0].T, s=10, color=plotting.COLORS[1], label="y=-1")
+    r = np.abs(X).max() * 1.1
+    line = lambda w: np.array([[-w[1], w[0]], [w[1], -w[0]]]) * r / np.linalg.norm(w)  # noqa: E731
+    ws, steps = np.asarray(row["ws"]), np.asarray(row["steps"])
+    for k in np.linspace(0, len(steps) - 1, 4).astype(int):
+        seg = line(ws[k])
+        ax.plot(seg[:, 0], seg[:, 1], color="0.6", lw=0.8, alpha=0.4 + 0.6 * k / len(steps))
+    seg = line(w_hat)
+    ax.plot(seg[:, 0], seg[:, 1], "k--", lw=1, label="hard-margin SVM")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=6)
+
+
+def draw(results: dict, out_dir: Path) -> list[Path]:
+    res = results["implicit_bias_logistic"]
+    cfg, m = res.config, res.metrics
+    fig, axes = plotting.figure(3, 1, width=3.1, height=2.6)
+    _separators(axes[0], m["datasets"][0])
+    axes[0].set_title("GD separators (grey, darker = later)")
+    for j, row in enumerate(m["datasets"]):
+        steps, color = np.asarray(row["steps"]), plotting.COLORS[j]
+        axes[1].plot(steps, row["gap_times_log"], color=color, label=f"dataset {j}")
+        axes[2].plot(steps, np.asarray(row["loss"]) * steps, color=color)
+        axes[2].plot(steps, row["norm_over_log"], ":", color=color)
+        axes[2].axhline(np.linalg.norm(row["w_hat"]), color=color, ls="--", lw=0.8)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("GD step t")
+    axes[1].set_ylabel(r"$\|w_t/\|w_t\| - \hat w/\|\hat w\|\| \cdot \log t$")
+    axes[1].set_title(f"step {cfg['learning_rate']}, float64")
+    axes[1].legend(fontsize=6)
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel("GD step t")
+    axes[2].set_ylabel(r"loss $\cdot t$ (solid), $\|w_t\|/\log t$ (dotted)")
+    plotting.label_panels(axes)
+    return plotting.save(fig, out_dir, "implicit_bias_logistic")
