@@ -1,0 +1,110 @@
+"""Shared pieces of the mode-connectivity experiments: data, MLPs as pure functions, and a
+vmapped trainer that trains several independent models in one compiled call.
+
+The MLP is ``landscape.models.MLP`` (``norm=None``) written as a pure function of its param
+tree (``hidden/<l>/{kernel,bias}``, ``head/{kernel,bias}``; LeCun-normal kernels, zero
+biases), so that many seeds can be initialised and trained under ``vmap``; its forward pass is
+``connectivity.mlp_features`` plus the head, checked against the flax model in
+``tests/test_connectivity_analysis.py``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from landscape import connectivity as C
+from landscape import data as D
+from landscape import losses
+
+
+def load(name: str, key, num_train: int | None = None):
+    """``(train, test)`` of ``"mnist1d"`` or ``"digits"`` with flat float inputs."""
+    if name == "mnist1d":
+        train, test = D.mnist1d(key, **({} if num_train is None else {"num_train": num_train}))
+    elif name == "digits":
+        train, test = D.digits(key, flatten=True)
+        if num_train is not None:
+            train = jax.tree.map(lambda v: v[:num_train], train)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; expected 'mnist1d' or 'digits'")
+    return train, test
+
+
+def init_mlp(key, in_dim: int, width: int, depth: int, num_classes: int):
+    """LeCun-normal MLP params in the layout of ``landscape.models.MLP``."""
+    dims = [in_dim] + [width] * depth + [num_classes]
+    keys = jax.random.split(key, len(dims) - 1)
+    layer = lambda k, i, o: {"kernel": jax.random.normal(k, (i, o)) / np.sqrt(i),
+                             "bias": jnp.zeros((o,))}
+    hidden = {l: layer(keys[l], dims[l], dims[l + 1]) for l in range(depth)}
+    return {"hidden": hidden, "head": layer(keys[-1], dims[-2], dims[-1])}
+
+
+def logits(params, x):
+    h = C.mlp_features(params, x)[f"P_{len(params['hidden']) - 1}"]
+    return h @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def pre_features(params, batch):
+    """Pre-activations per hidden layer (REPAIR's statistics); module-level so jit caches."""
+    return C.mlp_features(params, batch, pre_activation=True)
+
+
+def loss_fn(params, batch):
+    return losses.softmax_cross_entropy(logits(params, batch["x"]), batch["y"])
+
+
+def error_fn(params, batch):
+    return losses.error(logits(params, batch["x"]), batch["y"]).astype(jnp.result_type(float))
+
+
+def train_many(keys, init_params, train, *, num_steps: int, batch_size: int, lr: float,
+               start_step: int = 0):
+    """Train one model per key (stacked ``init_params``) with Adam, all in one ``lax.scan``.
+
+    Model ``i`` draws its minibatches from ``keys[i]`` (uniform without replacement within a
+    batch, independently per step; step ``t``'s batch depends on ``(keys[i], t)`` only, so a
+    child resumed at ``start_step`` continues a consistent schedule).
+    """
+    opt = optax.adam(lr)
+    n = train["y"].shape[0]
+
+    @jax.jit
+    def run(keys, params):
+        def one(key, p):
+            def step(carry, t):
+                p, s = carry
+                idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,),
+                                        replace=False)
+                batch = jax.tree.map(lambda v: v[idx], train)
+                g = jax.grad(loss_fn)(p, batch)
+                upd, s = opt.update(g, s, p)
+                return (optax.apply_updates(p, upd), s), None
+
+            (p, _), _ = jax.lax.scan(step, (p, opt.init(p)),
+                                     start_step + jnp.arange(num_steps))
+            return p
+
+        return jax.vmap(one)(keys, params)
+
+    return run(keys, init_params)
+
+
+def stacked_init(keys, in_dim, width, depth, num_classes):
+    return jax.vmap(lambda k: init_mlp(k, in_dim, width, depth, num_classes))(keys)
+
+
+def unstack(tree, i):
+    return jax.tree.map(lambda v: v[i], tree)
+
+
+def evaluate(params, data):
+    """``(loss, error)`` over a whole dataset."""
+    return float(loss_fn(params, data)), float(error_fn(params, data))
+
+
+def to_numpy(tree):
+    return jax.tree.map(np.asarray, tree)
