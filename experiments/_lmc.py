@@ -10,6 +10,8 @@ biases), so that many seeds can be initialised and trained under ``vmap``; its f
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,35 +64,39 @@ def error_fn(params, batch):
 
 
 def train_many(keys, init_params, train, *, num_steps: int, batch_size: int, lr: float,
-               start_step: int = 0):
-    """Train one model per key (stacked ``init_params``) with Adam, all in one ``lax.scan``.
+               start_step: int = 0, opt_state=None, return_state: bool = False):
+    """Train one model per key (stacked ``init_params``) with Adam, in one compiled call.
 
-    Model ``i`` draws its minibatches from ``keys[i]`` (uniform without replacement within a
-    batch, independently per step; step ``t``'s batch depends on ``(keys[i], t)`` only, so a
-    child resumed at ``start_step`` continues a consistent schedule).
+    Model ``i`` draws the minibatch of step ``t`` from ``fold_in(keys[i], t)`` (uniform without
+    replacement within a batch), so training in segments (``start_step``, ``opt_state``) gives
+    the same result as one run. The step range is a traced ``fori_loop`` bound: one compilation
+    serves every segment length.
     """
+    opt = optax.adam(lr)
+    if opt_state is None:
+        opt_state = jax.vmap(opt.init)(init_params)
+    params, opt_state = _train_segment(keys, init_params, opt_state, train,
+                                       jnp.asarray(start_step), jnp.asarray(start_step + num_steps),
+                                       batch_size, lr)
+    return (params, opt_state) if return_state else params
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _train_segment(keys, params, opt_state, train, start, stop, batch_size, lr):
     opt = optax.adam(lr)
     n = train["y"].shape[0]
 
-    @jax.jit
-    def run(keys, params):
-        def one(key, p):
-            def step(carry, t):
-                p, s = carry
-                idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,),
-                                        replace=False)
-                batch = jax.tree.map(lambda v: v[idx], train)
-                g = jax.grad(loss_fn)(p, batch)
-                upd, s = opt.update(g, s, p)
-                return (optax.apply_updates(p, upd), s), None
+    def one(key, p, s):
+        def step(t, carry):
+            p, s = carry
+            idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,), replace=False)
+            g = jax.grad(loss_fn)(p, jax.tree.map(lambda v: v[idx], train))
+            upd, s = opt.update(g, s, p)
+            return optax.apply_updates(p, upd), s
 
-            (p, _), _ = jax.lax.scan(step, (p, opt.init(p)),
-                                     start_step + jnp.arange(num_steps))
-            return p
+        return jax.lax.fori_loop(start, stop, step, (p, s))
 
-        return jax.vmap(one)(keys, params)
-
-    return run(keys, init_params)
+    return jax.vmap(one)(keys, params, opt_state)
 
 
 def stacked_init(keys, in_dim, width, depth, num_classes):

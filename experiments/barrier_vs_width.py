@@ -125,4 +125,5 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
                                   for d in config.datasets])
     return {"methods": list(METHODS), "barrier_loss": stack("barrier_loss"),
             "barrier_error": stack("barrier_error"), "test_error": stack("test_error"),
-            "axes": "barrier_*: [dataset, width, method, pair]; test_error: [dataset, width, model]"}
+            "axes": "barrier_*: [dataset, width, method, pair]; "
+                    "test_error: [dataset, width, model]"}
