@@ -30,9 +30,9 @@ __all__ = ["initialize", "process_slice", "shard_process_local"]
 
 
 def initialize(
-    coordinator_address: str,
-    num_processes: int,
-    process_id: int,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
     *,
     local_device_ids=None,
     cpu_collectives: str = "gloo",
@@ -42,20 +42,27 @@ def initialize(
     """Join a multi-process JAX run; call it first thing in every process, before any JAX work.
 
     Thin wrapper of ``jax.distributed.initialize`` that also selects the CPU collectives
-    (``jax_cpu_collectives_implementation``, gloo over TCP by default; it has no effect on GPU,
-    where NCCL is used). ``coordinator_address`` is ``"HOST:PORT"`` of process 0, the same in every
-    process; ``process_id`` runs over ``0..num_processes-1``. On a loopback coordinator address
-    the coordinator binds only to loopback (JAX's default binds every interface). After it,
-    ``jax.devices()`` lists the devices of all processes and ``jax.local_devices()`` this
-    process's; one process per GPU is usual (``local_device_ids=[i]``).
+    (``jax_cpu_collectives_implementation``, gloo over TCP by default; it does not affect GPUs,
+    which use NCCL). ``coordinator_address`` is ``"HOST:PORT"`` of process 0, the same in every
+    process; ``process_id`` runs over ``0..num_processes-1``. Left as ``None``, the three are
+    detected by JAX from the launcher (Slurm, Open MPI, ``mpi4py``) or read from
+    ``JAX_COORDINATOR_ADDRESS``. On a loopback coordinator address the coordinator binds only to
+    loopback (JAX's default binds every interface). Afterwards ``jax.devices()`` lists the
+    devices of all processes and ``jax.local_devices()`` this process's; on GPU hosts run one
+    process per host, or one per GPU with ``local_device_ids=[i]``.
     """
-    host, port = _split_address(coordinator_address)
-    if not isinstance(num_processes, int) or num_processes < 1:
+    if coordinator_address is not None:
+        host, _ = _split_address(coordinator_address)
+        if bind_address is None and _is_loopback(host):
+            bind_address = coordinator_address
+    if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
         raise ValueError(f"num_processes must be a positive int; got {num_processes!r}")
-    if not isinstance(process_id, int) or not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id must be an int in [0, {num_processes}); got {process_id!r}")
-    if bind_address is None and _is_loopback(host):
-        bind_address = coordinator_address
+    if process_id is not None and (
+        not isinstance(process_id, int)
+        or process_id < 0
+        or (num_processes is not None and process_id >= num_processes)
+    ):
+        raise ValueError(f"process_id must be an int in [0, num_processes); got {process_id!r}")
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
