@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.init import standard_draws
 from landscape.models.layers import (
     Constant,
     check_input,
@@ -56,14 +57,14 @@ class Attention(nnx.Module):
         dtype = param_dtype_or_default(param_dtype)
         std = 1.0 / d**0.5 if init_std is None else float(init_std)
         self.d, self.m, self.param, self.train_v = d, m, param, bool(train_v)
-        normal = lambda shape: std * jax.random.normal(rngs.params(), shape, dtype)
+        draw = lambda shape: standard_draws(rngs.params(), shape, dtype, scale=std)
         if param == "W":
-            self.W = nnx.Param(normal((d, d)))
+            self.W = nnx.Param(draw((d, d)))
         else:
-            self.K = nnx.Param(normal((d, m)))
-            self.Q = nnx.Param(normal((d, m)))
+            self.K = nnx.Param(draw((d, m)))
+            self.Q = nnx.Param(draw((d, m)))
         if v is None:
-            v = jax.random.normal(rngs.params(), (d,), dtype) / d**0.5
+            v = standard_draws(rngs.params(), (d,), dtype, scale=d**-0.5)
         v = jnp.asarray(v, dtype)
         if v.shape != (d,):
             raise ValueError(f"v must have shape ({d},); got {v.shape}")

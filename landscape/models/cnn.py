@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     activation_fn,
     apply_norm,
@@ -58,14 +59,15 @@ class _ConvNet(nnx.Module):
         kernel = (kernel_size,) * self.spatial_dims
         self.convs = nnx.List([
             nnx.Conv(channels[i], channels[i + 1], kernel, padding="SAME", param_dtype=dtype,
-                     use_bias=True, rngs=rngs)
+                     use_bias=True, kernel_init=lecun_normal, rngs=rngs)
             for i in range(num_layers)
         ])
         self.norms = nnx.List(
             [make_norm(norm, c, param_dtype=dtype, rngs=rngs) for c in channels[1:]]
             if norm is not None else []
         )
-        self.head = nnx.Linear(channels[-1], num_classes, param_dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(channels[-1], num_classes, param_dtype=dtype,
+                               kernel_init=lecun_normal, rngs=rngs)
 
     def _pool(self, h: jax.Array) -> jax.Array:
         # 2x downsampling along every spatial axis still at least 2 long (static shapes).

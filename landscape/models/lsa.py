@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.init import standard_draws
 from landscape.models.layers import check_input, check_positive_int, param_dtype_or_default
 
 __all__ = ["LinearSelfAttention"]
@@ -42,8 +43,8 @@ class LinearSelfAttention(nnx.Module):
         dtype = param_dtype_or_default(param_dtype)
         self.d_in, self.d_out, self.dim = d_in, d_out, d_in + d_out
         shape = (self.dim, self.dim)
-        normal = lambda: nnx.Param(init_std * jax.random.normal(rngs.params(), shape, dtype))
-        self.W_K, self.W_Q, self.W_V, self.P = normal(), normal(), normal(), normal()
+        draw = lambda: nnx.Param(standard_draws(rngs.params(), shape, dtype, scale=init_std))
+        self.W_K, self.W_Q, self.W_V, self.P = draw(), draw(), draw(), draw()
 
     @staticmethod
     def tokens(x: jax.Array, y: jax.Array, x_query: jax.Array) -> jax.Array:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     activation_fn,
     apply_norm,
@@ -62,14 +63,16 @@ class MLP(nnx.Module):
         self.activation = activation_fn(activation)
         fan_ins = [in_features] + [width] * max(depth - 1, 0)
         self.hidden = nnx.List(
-            [nnx.Linear(f, width, param_dtype=dtype, rngs=rngs) for f in fan_ins[:depth]]
+            [nnx.Linear(f, width, param_dtype=dtype, kernel_init=lecun_normal, rngs=rngs)
+             for f in fan_ins[:depth]]
         )
         self.norms = nnx.List(
             [make_norm(norm, width, param_dtype=dtype, rngs=rngs) for _ in range(depth)]
             if norm is not None else []
         )
         head_in = width if depth > 0 else in_features
-        self.head = nnx.Linear(head_in, num_classes, param_dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(head_in, num_classes, param_dtype=dtype,
+                               kernel_init=lecun_normal, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """Last hidden representation ``h_depth``, shape ``(n, width)`` (``(n, in)`` if depth=0)."""

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     apply_norm,
     check_input,
@@ -24,7 +25,7 @@ SHORTCUTS = ("projection", "padding")
 def _conv3x3(c_in, c_out, stride, *, bias, dtype, rngs):
     # Symmetric padding 1 (as in the paper/PyTorch), not flax's asymmetric "SAME" for stride 2.
     return nnx.Conv(c_in, c_out, (3, 3), strides=stride, padding=((1, 1), (1, 1)),
-                    use_bias=bias, param_dtype=dtype, rngs=rngs)
+                    use_bias=bias, param_dtype=dtype, kernel_init=lecun_normal, rngs=rngs)
 
 
 class BasicBlock(nnx.Module):
@@ -51,7 +52,8 @@ class BasicBlock(nnx.Module):
         projection = self.shortcut == "projection"
         self.proj = nnx.data(
             nnx.Conv(c_in, c_out, (1, 1), strides=stride, padding="VALID", use_bias=bias,
-                     param_dtype=param_dtype, rngs=rngs) if projection else None)
+                     param_dtype=param_dtype, kernel_init=lecun_normal, rngs=rngs)
+            if projection else None)
         self.proj_norm = nnx.data(
             make_norm(norm, c_out, param_dtype=param_dtype, rngs=rngs) if projection else None)
 
@@ -121,7 +123,8 @@ class ResNet20(nnx.Module):
                 c_in = c
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.head = nnx.Linear(widths[-1], num_classes, param_dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(widths[-1], num_classes, param_dtype=dtype,
+                               kernel_init=lecun_normal, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """Globally pooled features ``(n, 64 * width_multiplier)``."""

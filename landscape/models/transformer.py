@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.init import lecun_normal, normal
 from landscape.models.layers import check_positive_int, param_dtype_or_default
 
 __all__ = ["Transformer", "CausalSelfAttention", "z_loss"]
@@ -36,7 +37,7 @@ class CausalSelfAttention(nnx.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        kw = dict(use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(use_bias=False, param_dtype=param_dtype, kernel_init=lecun_normal, rngs=rngs)
         self.qkv = nnx.Linear(d_model, 3 * d_model, **kw)
         self.out = nnx.Linear(d_model, d_model, **kw)
         self.qk_layernorm = bool(qk_layernorm)
@@ -78,8 +79,9 @@ class _Block(nnx.Module):
         self.attn = CausalSelfAttention(d_model, n_heads, qk_layernorm=qk_layernorm,
                                         param_dtype=param_dtype, rngs=rngs)
         hidden = mlp_ratio * d_model
-        self.fc1 = nnx.Linear(d_model, hidden, param_dtype=param_dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, d_model, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(param_dtype=param_dtype, kernel_init=lecun_normal, rngs=rngs)
+        self.fc1 = nnx.Linear(d_model, hidden, **kw)
+        self.fc2 = nnx.Linear(hidden, d_model, **kw)
 
     def __call__(self, x):
         x = x + self.attn(self.ln1(x))
@@ -104,7 +106,7 @@ class Transformer(nnx.Module):
 
     Parameters: ``vocab*d + seq_len*d`` embeddings, per layer ``4 d^2`` attention +
     ``2 r d^2 + r d + d`` MLP + ``4 d`` LayerNorm (``r = mlp_ratio``), ``2 d`` final LN,
-    ``d * vocab`` head.
+    ``d * vocab`` head. Embeddings start ``N(0, 0.02^2)``, kernels LeCun-normal.
     """
 
     def __init__(self, vocab: int, d_model: int, n_layers: int, n_heads: int, seq_len: int, *,
@@ -116,15 +118,17 @@ class Transformer(nnx.Module):
         dtype = param_dtype_or_default(param_dtype)
         self.vocab, self.d_model, self.n_layers = vocab, d_model, n_layers
         self.n_heads, self.seq_len, self.qk_layernorm = n_heads, seq_len, bool(qk_layernorm)
-        self.embed = nnx.Embed(vocab, d_model, param_dtype=dtype, rngs=rngs)
-        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (seq_len, d_model), dtype))
+        self.embed = nnx.Embed(vocab, d_model, param_dtype=dtype, embedding_init=normal(0.02),
+                               rngs=rngs)
+        self.pos = nnx.Param(normal(0.02)(rngs.params(), (seq_len, d_model), dtype))
         self.blocks = nnx.List([
             _Block(d_model, n_heads, mlp_ratio, qk_layernorm=qk_layernorm, param_dtype=dtype,
                    rngs=rngs)
             for _ in range(n_layers)
         ])
         self.ln_f = nnx.LayerNorm(d_model, epsilon=1e-5, param_dtype=dtype, rngs=rngs)
-        self.head = nnx.Linear(d_model, vocab, use_bias=False, param_dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(d_model, vocab, use_bias=False, param_dtype=dtype,
+                               kernel_init=lecun_normal, rngs=rngs)
 
     def _embed(self, tokens):
         shape = jnp.shape(tokens)
