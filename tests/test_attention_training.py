@@ -1,0 +1,108 @@
+"""Attention training: normalised GD, stable gradients, convergence to the SVM, nonlinear heads."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from landscape import attention as att
+from landscape import data
+
+
+def test_normalize_per_leaf_normalises_each_leaf_and_handles_zero():
+    tx = att.normalized_gd(0.1)
+    g = {"K": jnp.array([[3.0, 4.0]]), "Q": jnp.array([1e-30, 0.0]), "Z": jnp.zeros(3)}
+    upd, _ = tx.update(g, tx.init(g))
+    np.testing.assert_allclose(np.asarray(upd["K"]), [[-0.06, -0.08]], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(upd["Q"]), [-0.1, 0.0], rtol=1e-6)  # no underflow
+    np.testing.assert_array_equal(np.asarray(upd["Z"]), 0.0)  # zero gradient: zero step, no NaN
+    assert isinstance(tx, optax.GradientTransformation)
+
+
+def _plain_output(W, X, Z):
+    s = jax.nn.softmax(jnp.einsum("ntd,de,ne->nt", X, W, Z), axis=-1)
+    return jnp.einsum("nt,ntd->nd", s, X)
+
+
+def test_stable_attention_output_equals_plain_form_and_its_gradient():
+    with jax.enable_x64(True):
+        tok = data.token_selection_data(jax.random.key(0), 3, 4, 5, dtype=jnp.float64)
+        W = jax.random.normal(jax.random.key(1), (5, 5), jnp.float64)
+        chex.assert_trees_all_close(att.attention_output(W, tok.X, tok.Z),
+                                    _plain_output(W, tok.X, tok.Z), rtol=1e-12)
+        f = lambda fn: jax.grad(lambda W: jnp.sum(fn(W, tok.X, tok.Z) @ tok.v))(W)  # noqa: E731
+        chex.assert_trees_all_close(f(att.attention_output), f(_plain_output), rtol=1e-10,
+                                    atol=1e-14)
+
+
+def test_kq_parameterisation_gives_the_same_loss_as_W():
+    tok = data.token_selection_data(jax.random.key(2), 3, 4, 5)
+    K = jax.random.normal(jax.random.key(3), (5, 2))
+    Q = jax.random.normal(jax.random.key(4), (5, 2))
+    head = att.linear_head(tok.v)
+    a = att.attention_loss({"K": K, "Q": Q}, tok.X, tok.Z, tok.Y, head)
+    b = att.attention_loss({"W": K @ Q.T}, tok.X, tok.Z, tok.Y, head)
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
+    r = att.attention_loss({"K": K, "Q": Q}, tok.X, tok.Z, tok.Y, head, ridge=0.5)
+    np.testing.assert_allclose(float(r - a), 0.25 * float(jnp.sum(K**2) + jnp.sum(Q**2)),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("param", ["W", "KQ"])
+def test_smoke_gd_reaches_correlation_099_with_its_own_svm(param):
+    with jax.enable_x64(True):
+        tok = data.token_selection_data(jax.random.key(0), 3, 4, 5, dtype=jnp.float64)
+        k1, k2 = jax.random.split(jax.random.key(1))
+        if param == "W":
+            p, ridge, norm = {"W": 0.01 * jax.random.normal(k1, (5, 5), jnp.float64)}, 0.0, "fro"
+        else:
+            p = {"K": 0.1 * jax.random.normal(k1, (5, 5), jnp.float64),
+                 "Q": 0.1 * jax.random.normal(k2, (5, 5), jnp.float64)}
+            ridge, norm = 1e-16, "nuc"
+        traj = att.train_attention(p, tok.X, tok.Z, tok.Y, att.linear_head(tok.v),
+                                   num_steps=600, record_every=50, ridge=ridge)
+        sel = att.selected_tokens(traj.W[-1], tok.X, tok.Z)
+        verdict = att.is_locally_optimal(tok.X, tok.Z, tok.scores, sel, norm=norm)
+        m = att.track_svm(traj.W, tok.X, tok.Z, verdict.solution.W, sel)
+    assert verdict.kind in ("global", "local")
+    assert float(m.corr[-1]) > 0.99
+    assert float(m.mass[-1]) > 0.99
+    assert np.all(np.diff(np.asarray(m.norm)[1:]) > 0)  # ||W_t|| keeps growing
+    assert traj.W.shape == (13, 5, 5) and np.all(np.diff(np.asarray(traj.steps)) == 50)
+
+
+def test_train_attention_rejects_bad_record_every():
+    tok = data.token_selection_data(jax.random.key(0), 2, 3, 2)
+    with pytest.raises(ValueError, match="multiple of record_every"):
+        att.train_attention({"W": jnp.zeros((2, 2))}, tok.X, tok.Z, tok.Y,
+                            att.linear_head(tok.v), num_steps=10, record_every=3)
+
+
+def test_general_svm_comparison_projects_out_the_tie_space():
+    with jax.enable_x64(True):
+        tok = data.token_selection_data(jax.random.key(4), 3, 4, 4, dtype=jnp.float64)
+    mask = np.array(data.selection_mask(tok.opt_index, 4))
+    mask[1, (int(tok.opt_index[1]) + 1) % 4] = True
+    sol = att.att_svm(tok.X, tok.Z, mask, on_infeasible="flag")
+    assert sol.feasible  # fixed key: this general selection is separable
+    rng = np.random.default_rng(0)
+    _, A_eq = data.constraint_rows(np.asarray(tok.X, float), np.asarray(tok.Z, float), mask)
+    fin = (A_eq.T @ rng.normal(size=len(A_eq))).reshape(4, 4)  # lies in S_fin
+    Ws = np.stack([fin + t * sol.W for t in (1.0, 10.0, 100.0)])
+    cmp = att.compare_general_svm(Ws, tok.X, tok.Z, mask)
+    np.testing.assert_allclose(cmp.corr_perp, 1.0, atol=1e-9)
+    np.testing.assert_allclose(cmp.norm_fin, np.linalg.norm(fin), rtol=1e-9)
+    assert cmp.corr_full[0] < cmp.corr_full[-1] < 1.0 and cmp.multi == 1
+    sel = att.selected_set(100 * sol.W, tok.X, tok.Z, threshold=1e-3)
+    assert np.all(sel[mask])  # tied selected tokens keep their mass
+    with pytest.raises(ValueError, match="threshold"):
+        att.selected_set(sol.W, tok.X, tok.Z, threshold=1.5)
+
+
+def test_relu_head_matches_definition():
+    U, a = att.random_relu_head(jax.random.key(0), 3, 4)
+    u = jax.random.normal(jax.random.key(1), (5, 3))
+    ref = np.maximum(np.asarray(u) @ np.asarray(U).T, 0) @ np.asarray(a)
+    np.testing.assert_allclose(np.asarray(att.relu_head(U, a)(u)), ref, rtol=1e-5, atol=1e-6)
