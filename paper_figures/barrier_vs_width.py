@@ -1,0 +1,43 @@
+"""Figure: linear-path barrier vs width, without alignment and after WM, AM, STE, WM+REPAIR.
+
+One column per dataset: (top) test-loss barrier, (bottom) test-error barrier, ``max_minus_mean``,
+mean over pairs with a +-1 std band, log-2 width axis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from landscape import plotting
+
+EXPERIMENTS = ("barrier_vs_width",)
+LABELS = {"none": "no alignment", "wm": "weight matching", "am": "activation matching",
+          "ste": "STE", "wm_repair": "WM + REPAIR"}
+
+
+def draw(results: dict, out_dir: Path) -> list[Path]:
+    res = results["barrier_vs_width"]
+    cfg, m = res.config, res.metrics
+    datasets, widths, methods = list(cfg["datasets"]), np.asarray(cfg["widths"]), m["methods"]
+    fig, axes = plotting.figure(len(datasets), 2, width=3.3, height=2.5)
+    axes = np.asarray(axes).reshape(2, len(datasets))
+    for j, d in enumerate(datasets):
+        for row, (key, name) in enumerate((("barrier_loss", "loss"), ("barrier_error", "error"))):
+            ax = axes[row, j]
+            vals = np.asarray(m[key], float)[j]  # [width, method, pair]
+            for k, meth in enumerate(methods):
+                v = vals[:, k, :]
+                ok = np.isfinite(v).all(axis=1)
+                if ok.any():
+                    plotting.band(ax, widths[ok], v[ok].T, label=LABELS.get(meth, meth),
+                                  color=plotting.COLORS[k])
+            ax.set_xscale("log", base=2)
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_xlabel("hidden width")
+            ax.set_ylabel(f"test {name} barrier")
+            ax.set_title(f"{d}, depth {cfg['depth']}")
+    axes[0, 0].legend()
+    plotting.label_panels(axes.ravel())
+    return plotting.save(fig, out_dir, "barrier_vs_width")

@@ -1,0 +1,51 @@
+"""Figure: what weight matching changes. (a) L2 distance before/after matching next to the
+parameter norms; (b, c) top-k left/right singular-subspace overlap of a hidden weight matrix
+before and after matching, with the random-subspace level; (d) layer-wise midpoint barriers
+beside the second-order prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from landscape import plotting
+
+EXPERIMENTS = ("matching_anatomy",)
+
+
+def draw(results: dict, out_dir: Path) -> list[Path]:
+    res = results["matching_anatomy"]
+    cfg, m = res.config, res.metrics
+    fig, axes = plotting.figure(4, 1, width=3.0, height=2.6)
+    d = m["distances"]
+    ax = axes[0]
+    names = ["||A||", "||B||", "before", "after"]
+    ax.bar(names, [d["norm_a"], d["norm_b"], d["before"], d["after"]],
+           color=[plotting.COLORS[6]] * 2 + [plotting.COLORS[0], plotting.COLORS[1]])
+    ax.set_ylabel("L2 norm / distance")
+    ax.set_title("distance A-B")
+    layer = sorted(k for k in m["overlap_before"] if "hidden" in k)[-1]
+    for ax, side in ((axes[1], "left"), (axes[2], "right")):
+        for j, (tag, ov) in enumerate((("before", m["overlap_before"]),
+                                       ("after", m["overlap_after"]))):
+            v = np.asarray(ov[layer][side])
+            ax.plot(np.arange(1, v.size + 1), v, "o-", ms=2, label=tag, color=plotting.COLORS[j])
+        ax.set_xlabel("k (top singular vectors)")
+        ax.set_ylabel(f"{side} subspace overlap")
+        ax.set_title(f"{layer.replace(chr(39), '')}", fontsize=8)
+        ax.set_ylim(0, 1.05)
+    axes[1].legend()
+    ax = axes[3]
+    layers, table = list(m["layers"]), np.asarray(m["layer_table"], float)
+    x = np.arange(len(layers))
+    ax.bar(x - 0.2, table[:, 0], 0.4, label="measured (midpoint)")
+    ax.bar(x + 0.2, table[:, 2], 0.4, label="2nd-order prediction")
+    ax.set_xticks(x, [n.replace("'", "").replace("][", "/").strip("[]") for n in layers],
+                  rotation=30, fontsize=7)
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_ylabel("train-loss barrier")
+    ax.set_title(f"layer-wise, width {cfg['width']}")
+    ax.legend()
+    plotting.label_panels(axes)
+    return plotting.save(fig, out_dir, "matching_anatomy")
