@@ -11,9 +11,11 @@ and the outlier eigenspace is close to the span of the class-mean gradients.
 For every (C, width) the run trains an MLP with Adam on full batches, then computes
 * the top ``C + num_extra`` eigenpairs of the Hessian H and of the GGN G
   (``spectral.eigsh``, Lanczos with full reorthogonalisation; residuals are reported);
-* the outlier count by the largest-gap rule: with the top eigenvalues sorted,
-  ``l_1 >= ... >= l_k``, the count is the ``i`` maximising ``l_i / max(l_{i+1}, 1e-3 l_1)``
-  (the position of the largest multiplicative gap). The bulk edge is ``l_{count+1}``;
+* the outlier count by a last-gap rule: with the top eigenvalues sorted,
+  ``l_1 >= ... >= l_k``, the count is the largest ``i`` with ``l_i / l_{i+1} >= gap_threshold``
+  (1.5 by default; inside the bulk consecutive ratios are ~1.0-1.3). The bulk edge is
+  ``l_{count+1}`` and ``outlier_gap = l_count / l_{count+1}``. The count is only as sharp as
+  that threshold: report it together with the eigenvalues (figure panel a);
 * the SLQ spectral density of H (``spectral.density``) for the figure;
 * the overlap between the top-C eigenspace ``V`` and the span ``S`` of the C class-mean
   gradients ``g_c = grad (1/n_c) sum_{i: y_i = c} l_i``: the mean squared cosine of the
@@ -56,6 +58,7 @@ class Config:
     density_probes: int = 4
     density_steps: int = 60
     dense_check_max_dim: int = 400
+    gap_threshold: float = 1.5
 
     @classmethod
     def smoke(cls) -> Config:
@@ -73,12 +76,19 @@ class Config:
         )
 
 
-def outlier_count(eigenvalues) -> int:
-    """Position of the largest multiplicative gap among descending top eigenvalues."""
+def outlier_count(eigenvalues, gap_threshold: float = 1.5) -> int:
+    """Number of eigenvalues above the last multiplicative gap of at least ``gap_threshold``.
+
+    With ``l_1 >= ... >= l_k`` (the top of the spectrum), the count is the largest ``i < k``
+    with ``l_i / l_{i+1} >= gap_threshold`` (denominators floored at ``1e-3 l_1``), or 0 when
+    there is no such gap. Taking the last large gap rather than the largest one keeps a
+    dominant top eigenvalue from hiding the other outliers.
+    """
     lam = np.asarray(eigenvalues, np.float64)
     floor = 1e-3 * max(lam[0], np.finfo(np.float64).tiny)
     ratios = lam[:-1] / np.maximum(lam[1:], floor)
-    return int(np.argmax(ratios)) + 1
+    big = np.flatnonzero(ratios >= gap_threshold)
+    return int(big[-1]) + 1 if big.size else 0
 
 
 def subspace_overlap(vectors, basis_vectors) -> float:
@@ -109,7 +119,7 @@ def _spectrum(op, key, k, config, with_density):
     k_e, k_d = jax.random.split(key)
     r = spectral.eigsh(op, k=min(k, op.dim), which="LA", key=k_e)
     lam = np.asarray(r.eigenvalues, np.float64)
-    count = outlier_count(lam)
+    count = outlier_count(lam, config.gap_threshold)
     out = {
         "eigenvalues": lam,
         "residuals": np.asarray(r.residuals, np.float64),
@@ -117,6 +127,7 @@ def _spectrum(op, key, k, config, with_density):
         "num_matvecs": int(r.num_matvecs),
         "outlier_count": count,
         "bulk_edge": float(lam[count]) if count < lam.size else float("nan"),
+        "outlier_gap": float(lam[count - 1] / lam[count]) if 0 < count < lam.size else 1.0,
     }
     if with_density:
         steps = min(config.density_steps, op.dim)

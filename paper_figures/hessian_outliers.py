@@ -1,7 +1,7 @@
 """Figure: Hessian/GGN outliers track the number of classes; the bulk moves with the width.
 
 (a) Top eigenvalues of the Hessian at the widest network, one curve per number of classes C
-(dotted verticals at index C). (b) Outlier count (largest-gap rule) against C for the Hessian
+(dotted verticals at index C). (b) Outlier count (last-gap rule) against C for the Hessian
 (filled) and the GGN (open), one colour per width, with the lines count = C and C - 1.
 (c) SLQ spectral density of the Hessian for the largest C, one curve per width (Gaussian
 smoothing of width 2% of the largest node). (d) Overlap (mean squared cosine of principal
@@ -61,7 +61,7 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
         ax.plot(cs + off, h, "o", color=plotting.COLORS[j], label=f"H, width {w}")
         ax.plot(cs + off, g, "s", mfc="none", color=plotting.COLORS[j], label=f"GGN, width {w}")
     ax.set_xlabel("number of classes C")
-    ax.set_ylabel("outliers (largest gap)")
+    ax.set_ylabel(f"outliers (last gap >= {cfg['gap_threshold']})")
     ax.legend(fontsize=6, ncol=2)
 
     ax = axes[2]
