@@ -15,6 +15,7 @@ from landscape import connectivity as C
 from landscape import nnx as lnnx
 from landscape.models.cnn import CNN1D, CNN2D
 from landscape.models.mlp import MLP
+from landscape.models.resnet import ResNet20
 
 KEY = jax.random.key(0)
 
@@ -27,9 +28,12 @@ def _model(kind, norm, residual=False):
     elif kind == "cnn1d":
         m = CNN1D(3, width=4, num_layers=2, norm=norm, rngs=nnx.Rngs(0))
         x = jax.random.normal(KEY, (5, 12))
-    else:
+    elif kind == "cnn2d":
         m = CNN2D(3, width=4, num_layers=2, norm=norm, rngs=nnx.Rngs(0))
         x = jax.random.normal(KEY, (5, 6, 6))
+    else:
+        m = ResNet20(3, norm=norm, in_channels=1, rngs=nnx.Rngs(0))
+        x = jax.random.normal(KEY, (3, 8, 8))
     fm = lnnx.functional(m, mode="eval")
     tree = {"params": fm.params, "state": fm.state}
     # BatchNorm running statistics start at (0, 1); make them generic so permuting them matters
@@ -38,13 +42,15 @@ def _model(kind, norm, residual=False):
 
 
 CASES = [("mlp", None, False), ("mlp", "layer", True), ("mlp", "batch", False),
-         ("mlp", "batch", True), ("cnn1d", "batch", False), ("cnn2d", None, False)]
+         ("mlp", "batch", True), ("cnn1d", "batch", False), ("cnn2d", None, False),
+         ("resnet20", "batch", False)]
 
 
 @pytest.mark.parametrize("kind,norm,residual", CASES)
 def test_builtin_and_inferred_specs_are_symmetries(kind, norm, residual):
     f, tree, x = _model(kind, norm, residual)
-    built = C.mlp_spec(tree, residual=residual) if kind == "mlp" else C.cnn_spec(tree)
+    builders = {"mlp": lambda t: C.mlp_spec(t, residual=residual), "resnet20": C.resnet_spec}
+    built = builders.get(kind, C.cnn_spec)(tree)
     inferred = C.infer_spec(f, tree, x)
     for spec in (built, inferred):
         assert C.check_spec(spec, f, tree, x, key=jax.random.key(1), num_trials=2).passed

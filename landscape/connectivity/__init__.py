@@ -16,7 +16,7 @@ from landscape.connectivity.activation_matching import (
     unit_statistics,
 )
 from landscape.connectivity.bezier import BezierFit, bezier_path, bezier_point, fit_bezier
-from landscape.connectivity.builders import cnn_spec, mlp_spec
+from landscape.connectivity.builders import cnn_spec, mlp_spec, resnet_spec
 from landscape.connectivity.diagnostics import Overlap, l2_distances, subspace_overlap
 from landscape.connectivity.infer import infer_spec
 from landscape.connectivity.instability import Spawn, spawn_and_compare
@@ -121,6 +121,7 @@ __all__ = [
     "pca_directions",
     "pleas_merge",
     "random_permutation",
+    "resnet_spec",
     "repair",
     "second_order_barrier",
     "simplex_barrier",

@@ -15,8 +15,9 @@ any tree laid out the same way:
 
 Pass ``{"params": params, "state": state}`` to also permute BatchNorm running statistics.
 With ``residual=True`` (``MLP(residual=True)``) all hidden layers share one permutation, the
-residual stream. Always confirm a spec with :func:`check_spec` on the real ``apply_fn``; for
-other architectures use :func:`infer_spec`.
+residual stream. ``resnet_spec`` covers ``landscape.models.ResNet20`` with projection
+shortcuts. Always confirm a spec with :func:`check_spec` on the real ``apply_fn``; for other
+architectures use :func:`infer_spec`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from landscape.connectivity.spec import PermutationSpec, make_spec
 
-__all__ = ["mlp_spec", "cnn_spec"]
+__all__ = ["mlp_spec", "cnn_spec", "resnet_spec"]
 
 
 def _index(path) -> int | None:
@@ -110,3 +111,58 @@ def cnn_spec(params) -> PermutationSpec:
     the next layer's input channels (axis -2). A dense layer after a channel-last flatten is a
     block axis (see ``spec``)."""
     return _chain_spec(params, residual=False, name="cnn_spec")
+
+
+def _names(path) -> list:
+    return [getattr(k, "key", getattr(k, "idx", getattr(k, "name", None))) for k in path]
+
+
+def _resnet_axes(names, ndim):
+    """``[(perm, axis), ...]`` for one ResNet20 leaf given its path names."""
+    leaf = names[-1]
+    if "head" in names:
+        return [("P_stage2", 0)] if leaf == "kernel" else []
+    if "stem" in names or "stem_norm" in names:
+        return [("P_stage0", ndim - 1 if leaf == "kernel" else 0)]
+    i = names.index("stages")
+    s, b, module = int(names[i + 1]), int(names[i + 2]), names[i + 3]
+    stream, inner = f"P_stage{s}", f"P_stage{s}_block{b}"
+    stream_in = stream if (b > 0 or s == 0) else f"P_stage{s - 1}"
+    if module == "conv1":
+        return [(stream_in, 2), (inner, 3)] if leaf == "kernel" else [(inner, 0)]
+    if module == "norm1":
+        return [(inner, 0)]
+    if module in ("conv2", "proj"):
+        if leaf == "kernel":
+            return [(inner if module == "conv2" else stream_in, 2), (stream, 3)]
+        return [(stream, 0)]
+    if module in ("norm2", "proj_norm"):
+        return [(stream, 0)]
+    raise ValueError(f"resnet_spec: unexpected module {module!r} in {names}")
+
+
+def resnet_spec(params) -> PermutationSpec:
+    """Spec of ``landscape.models.ResNet20`` (``shortcut="projection"``, any norm/width).
+
+    One permutation per stage for its residual stream (``P_stage<s>``: the stem or the stage's
+    block outputs, conv2/proj output channels, their norms, the next convs' input channels and
+    the head rows) and one per block for the inner channels (``P_stage<s>_block<b>``: conv1
+    outputs, norm1, conv2 inputs). Pass ``{"params": p, "state": s}`` to include BatchNorm
+    statistics. The parameter-free ``"padding"`` shortcut pins channels to fixed positions
+    and is not covered (use :func:`infer_spec`, which leaves such axes fixed).
+    """
+    perms: dict[str, list] = {}
+    sizes: dict[str, int] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        names = _names(path)
+        if not any(n in ("stem", "stem_norm", "stages", "head") for n in names):
+            continue
+        key, shape = jax.tree_util.keystr(path), np.shape(leaf)
+        for pname, axis in _resnet_axes(names, len(shape)):
+            perms.setdefault(pname, []).append((key, axis))
+            if sizes.setdefault(pname, shape[axis]) != shape[axis]:
+                raise ValueError(f"resnet_spec: {key} axis {axis} has size {shape[axis]}, "
+                                 f"expected {sizes[pname]} for {pname}")
+    if not perms:
+        raise ValueError("params do not look like a ResNet20 tree (stem/stages/head)")
+    return make_spec({k: tuple(v) for k, v in perms.items()}, sizes)
