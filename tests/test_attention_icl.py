@@ -1,0 +1,108 @@
+"""LSA = one GD step (von Oswald et al.), comparison metrics, and the logistic implicit bias."""
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from landscape import attention as att
+from landscape import data
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.integers(1, 5), N=st.integers(1, 8),
+       eta=st.floats(0.05, 3.0), with_w0=st.booleans())
+def test_lsa_construction_equals_one_gd_step_x64(seed, d, N, eta, with_w0):
+    with jax.enable_x64(True):
+        k1, k2 = jax.random.split(jax.random.key(seed))
+        t = data.linear_regression_tasks(k1, 6, N, d, noise_std=0.1, dtype=jnp.float64)
+        W0 = jax.random.normal(k2, (d,), jnp.float64) if with_w0 else None
+        params = att.lsa_construction(d, eta, N, W0=W0, dtype=jnp.float64)
+        pred = att.lsa_predict(params, data.icl_tokens(t))
+        if with_w0:  # the layer outputs Delta W x_q; one GD step predicts (W0 + Delta W) x_q
+            pred = pred + t["x_query"] @ W0
+        gd = att.gd_step_prediction(t, eta, W0)
+        # independent reference: the closed-form GD step in numpy
+        x, y, xq = (np.asarray(t[k]) for k in ("x", "y", "x_query"))
+        w0 = np.zeros(d) if W0 is None else np.asarray(W0)
+        w1 = w0[None] - eta * np.einsum("bn,bnd->bd", np.einsum("bnd,d->bn", x, w0) - y, x) / N
+        ref = np.einsum("bd,bd->b", w1, xq)
+    np.testing.assert_allclose(np.asarray(gd), ref, rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(np.asarray(pred) - ref)) <= 1e-6 * max(1.0, np.abs(ref).max())
+
+
+def test_lsa_construction_float32_accuracy():
+    t = data.linear_regression_tasks(jax.random.key(0), 32, 10, 5)
+    pred = att.lsa_predict(att.lsa_construction(5, 0.8, 10), data.icl_tokens(t))
+    ref = att.gd_step_prediction(t, 0.8)
+    np.testing.assert_allclose(np.asarray(pred), np.asarray(ref), rtol=1e-4, atol=1e-5)
+
+
+def test_optimal_learning_rate_beats_a_grid_and_comparison_of_construction_is_perfect():
+    with jax.enable_x64(True):
+        t = data.linear_regression_tasks(jax.random.key(1), 512, 10, 4, dtype=jnp.float64)
+        eta = float(att.optimal_gd_learning_rate(t))
+        losses = jax.jit(jax.vmap(
+            lambda e: jnp.mean((att.gd_step_prediction(t, e) - t["y_query"]) ** 2)))
+        grid = np.linspace(0.1, 4.0, 40)
+        assert np.all(np.asarray(losses(jnp.asarray([eta]))) <= np.asarray(losses(grid)) + 1e-12)
+        gd = att.lsa_construction(4, eta, 10, dtype=jnp.float64)
+        # rescale factors between P and W_V (and W_K, W_Q): the same function, cosine still 1
+        scaled = {**gd, "P": 3.0 * gd["P"], "W_V": gd["W_V"] / 3.0, "W_K": -2.0 * gd["W_K"],
+                  "W_Q": -0.5 * gd["W_Q"]}
+        cmp = att.compare_with_gd(scaled, t, eta)
+        np.testing.assert_allclose(float(cmp.pred_diff), 0.0, atol=1e-12)
+        np.testing.assert_allclose([float(cmp.sensitivity_cos), float(cmp.weight_cos)], 1.0,
+                                   atol=1e-12)
+        np.testing.assert_allclose(float(cmp.loss_lsa), float(cmp.loss_gd), rtol=1e-12)
+        other = att.compare_with_gd(att.init_lsa(jax.random.key(2), 4, 1.0, jnp.float64), t, eta)
+        assert float(other.weight_cos) < 0.9 and float(other.pred_diff) > 0.01
+
+
+def test_train_lsa_smoke_approaches_gd():
+    with jax.enable_x64(True):
+        ev = data.linear_regression_tasks(jax.random.key(0), 256, 5, 2, dtype=jnp.float64)
+        eta = att.optimal_gd_learning_rate(ev)
+        p0 = att.init_lsa(jax.random.key(1), 2, dtype=jnp.float64)
+        _, steps, rec = att.train_lsa(jax.random.key(2), p0, ev, eta, num_steps=300,
+                                      batch_size=64, learning_rate=1e-2, record_every=100)
+    assert list(steps) == [0, 100, 200, 300]
+    assert float(rec.loss_lsa[-1]) < float(rec.loss_lsa[0])
+    assert float(rec.sensitivity_cos[-1]) > 0.9
+    with pytest.raises(ValueError, match="multiple of record_every"):
+        att.train_lsa(jax.random.key(2), p0, ev, eta, num_steps=10, record_every=3)
+
+
+def test_hard_margin_svm_matches_cvxpy_and_gd_direction_improves():
+    with jax.enable_x64(True):
+        X, y = att.asymmetric_separable_2d(jax.random.key(0), dtype=jnp.float64)
+        w_hat, qp = att.hard_margin_svm(X, y)
+        steps = np.array([10, 100, 1000, 10_000, 100_000])
+        ws, losses = att.logistic_gd(X, y, steps)
+    Xn, yn = np.asarray(X), np.asarray(y)
+    w = cp.Variable(2)
+    cp.Problem(cp.Minimize(cp.sum_squares(w)), [cp.multiply(yn, Xn @ w) >= 1]).solve(
+        solver="CLARABEL")
+    assert bool(qp.converged)
+    np.testing.assert_allclose(np.asarray(w_hat), w.value, rtol=1e-6)
+    m = att.implicit_bias_metrics(ws, losses, steps, X, y, w_hat)
+    assert np.all(np.diff(m.direction_gap) < 0) and np.all(np.diff(m.loss) < 0)
+    assert np.all(m.margin_gap >= -1e-12)
+    # ws[k] is exactly the GD iterate after steps[k] steps (independent numpy GD loop)
+    wn = np.zeros(2)
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(yn * (Xn @ wn)))
+        wn = wn + (yn * p) @ Xn / len(yn)
+    np.testing.assert_allclose(np.asarray(ws[1]), wn, rtol=1e-10)
+    with pytest.raises(ValueError, match="steps must be >= 2"):
+        att.implicit_bias_metrics(ws, losses, np.array([1, 100, 1000, 10_000, 100_000]), X, y,
+                                  w_hat)
+
+
+def test_inverse_log_fit_recovers_known_rate():
+    steps = np.geomspace(100, 1e6, 20)
+    fit = att.fit_inverse_log_rate(steps, 0.7 / np.log(steps) + 0.01)
+    assert abs(fit.a - 0.7) < 1e-9 and abs(fit.b - 0.01) < 1e-10 and fit.r2 > 1 - 1e-12
