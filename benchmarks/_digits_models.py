@@ -28,7 +28,8 @@ CNN_HIDDEN = 32
 
 
 def digits(num_examples: int = NUM_EXAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
-    """``num_examples`` random scikit-learn digits: ``x`` (n, 8, 8, 1) float32 in [0, 1], ``y`` (n,)."""
+    """``num_examples`` random scikit-learn digits: ``x`` (n, 8, 8, 1) float32 in [0, 1],
+    ``y`` (n,) int32 labels; the subset is fixed by ``seed``."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -106,7 +107,8 @@ def make_loss(apply_fn):
     return loss_fn
 
 
-def trained_params(name: str, data: dict, *, seed: int = 0, steps: int | None = None, lr: float = 3e-3):
+def trained_params(name: str, data: dict, *, seed: int = 0, steps: int | None = None,
+                   lr: float = 3e-3):
     """Initialise model ``name`` and train it full-batch with Adam for ``steps`` steps.
 
     A briefly trained network has the Hessian structure the benchmark is about (a few outliers

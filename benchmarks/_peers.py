@@ -112,10 +112,10 @@ class counting_scipy(sla.LinearOperator):
     A block product with ``m`` columns counts as ``m`` products.
     """
 
-    def __init__(self, op):
-        self._scipy = op.to_scipy(np.float32)
+    def __init__(self, op, dtype=np.float32):
+        self._scipy = op.to_scipy(np.dtype(dtype))
         self.count = 0
-        super().__init__(np.float32, self._scipy.shape)
+        super().__init__(np.dtype(dtype), self._scipy.shape)
 
     def _matvec(self, v):
         self.count += 1

@@ -9,11 +9,12 @@ The port is exact (a transpose per tensor, no arithmetic):
 
 ``port_tree`` maps *any* pytree shaped like the JAX params (weights, or a direction vector) to
 the list of tensors in ``module.parameters()`` order, so flat vectors can be compared across
-frameworks (``jax_flat_to_torch_flat``).
+frameworks (``jax_flat_to_torch_flat``, ``permutation``).
 """
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import torch
 from _digits_models import CNN_CHANNELS, CNN_HIDDEN, MLP_WIDTHS
@@ -88,14 +89,27 @@ def torch_data(data: dict, dtype=torch.float32) -> tuple[torch.Tensor, torch.Ten
     return x.to(dtype), torch.as_tensor(np.asarray(data["y"]), dtype=torch.int64)
 
 
-def jax_flat_to_torch_flat(name: str, unravel, v: np.ndarray) -> np.ndarray:
-    """A flat vector in JAX ``ravel_pytree`` order -> the same vector in torch order."""
-    return np.concatenate([a.ravel() for a in port_tree(name, unravel(v))])
+def permutation(name: str, params) -> np.ndarray:
+    """Index array ``perm`` with ``torch_flat = jax_flat[perm]``.
+
+    ``jax_flat`` is ``ravel_pytree(params)`` order (leaves in ``jax.tree.leaves`` order);
+    ``torch_flat`` is the concatenation of ``module.parameters()``. Only shapes are used.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    sizes = [int(np.size(a)) for a in leaves]
+    ids = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
+    index_tree = jax.tree.unflatten(treedef, [i.reshape(np.shape(a)) for i, a in zip(ids, leaves)])
+    return np.concatenate([a.ravel() for a in port_tree(name, index_tree)])
 
 
-def torch_flat_to_jax_flat(name: str, unravel, v: np.ndarray) -> np.ndarray:
-    """Inverse of ``jax_flat_to_torch_flat`` (built from it: a permutation of indices)."""
-    perm = jax_flat_to_torch_flat(name, unravel, np.arange(v.size, dtype=np.float64))
+def jax_flat_to_torch_flat(name: str, params, v: np.ndarray) -> np.ndarray:
+    """A flat vector in JAX ``ravel_pytree(params)`` order -> the same vector in torch order."""
+    return np.asarray(v)[permutation(name, params)]
+
+
+def torch_flat_to_jax_flat(name: str, params, v: np.ndarray) -> np.ndarray:
+    """Inverse of ``jax_flat_to_torch_flat``."""
+    v = np.asarray(v)
     out = np.empty_like(v)
-    out[perm.astype(np.int64)] = v
+    out[permutation(name, params)] = v
     return out
