@@ -70,9 +70,10 @@ class Config:
 
     @classmethod
     def smoke(cls) -> Config:
-        return cls(runs=("digits_cnn", "mnist1d_mlp"), mlp_width=8, mlp_depth=1, cnn_width=4, cnn_layers=1, mnist1d_train=200,
-                   num_steps=20, batch_size=32, curvature_examples=64, curvature_batch_size=64,
-                   top_k=3, eigsh_max_steps=20, density_probes=2, density_steps=10)
+        return cls(runs=("digits_cnn", "mnist1d_mlp"), mlp_width=8, mlp_depth=1, cnn_width=4,
+                   cnn_layers=1, mnist1d_train=200, num_steps=20, batch_size=32,
+                   curvature_examples=64, curvature_batch_size=64, top_k=3,
+                   eigsh_max_steps=20, density_probes=2, density_steps=10)
 
 
 def _load(name: str, key, config: Config, flatten: bool):

@@ -10,7 +10,7 @@ the density of ``s`` is smoothed with a Gaussian of width ``display_sigma`` (bot
 config) and drawn on a log y-axis. Tick labels show ``theta``.
 (right) The top-k eigenvalues by Lanczos, with error bars equal to the explicit residuals
 ``||Av - theta v||`` (the certified eigenvalue error; mostly smaller than the markers), on a
-symmetric-log y-axis.
+log y-axis (symmetric-log if any is negative).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from landscape import plotting
 
@@ -75,8 +76,13 @@ def _eigen_panel(ax, run, cfg):
         ax.errorbar(idx, lam, yerr=res, fmt="o", ms=3, capsize=1.5, lw=0.8,
                     color=plotting.COLORS[c], mfc=plotting.COLORS[c] if filled else "none",
                     label=label)
-    top = float(np.max(np.abs(run["final"]["hessian"]["eigenvalues"])))
-    ax.set_yscale("symlog", linthresh=max(cfg["display_tau"] * top, 1e-12))
+    every = np.concatenate([np.asarray(run[t][o]["eigenvalues"]) for t, o, *_ in _SERIES])
+    if np.all(every > 0):
+        ax.set_yscale("log")
+    else:
+        top = float(np.max(np.abs(every)))
+        ax.set_yscale("symlog", linthresh=max(cfg["display_tau"] * top, 1e-12))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(f"index (top {cfg['top_k']}, Lanczos)")
     ax.set_ylabel(r"eigenvalue $\pm$ residual")
 
