@@ -13,12 +13,14 @@ pytrees, so they can be passed as arguments to jitted spectral code.
 >>> layer = curvature.restrict(op, {"layer1": True, "layer2": False})
 >>> curvature.hvp(loss_fn, params, batch, v)      # pytree in, pytree out
 >>> curvature.dense(op)                            # (dim, dim), tiny models only
+>>> fast = curvature.linearized(op)   # cache parameter-only work (memory: whole dataset)
 """
 
 from landscape.curvature.dense import dense, from_matrix
 from landscape.curvature.fisher import empirical_fisher, fisher
 from landscape.curvature.gauss_newton import OutputCurvatureOperator, ggn
 from landscape.curvature.hessian import HessianOperator, hessian, hvp
+from landscape.curvature.linearized import LinearizedOperator, linearized
 from landscape.curvature.operator import LinearOperator, MatrixOperator
 from landscape.curvature.probes import (
     DeterminismProbe,
@@ -36,6 +38,8 @@ __all__ = [
     "HessianOperator",
     "OutputCurvatureOperator",
     "RestrictedOperator",
+    "LinearizedOperator",
+    "linearized",
     "hvp",
     "hessian",
     "ggn",
