@@ -531,24 +531,27 @@ ALL_MODELS = {
 
 
 @pytest.mark.parametrize("name", sorted(ALL_MODELS))
-def test_pure_function_roundtrip_and_determinism(name):
-    """Same seed -> identical state; eval-mode split/merge under jit reproduces the module."""
+def test_models_through_nnx_adapter_and_determinism(name):
+    """Same seed -> identical state; landscape.nnx's eval-mode pure apply (jitted) reproduces
+    the module in eval mode; train mode returns updated BatchNorm statistics."""
+    from landscape import nnx as lnnx
+
     make, data = ALL_MODELS[name]
     a, b = make(nnx.Rngs(3)), make(nnx.Rngs(3))
     chex.assert_trees_all_equal(_np(nnx.state(a)), _np(nnx.state(b)))
-    a.eval()
-    graphdef, params, state = nnx.split(a, nnx.Param, ...)
     x = data()
-
-    @jax.jit
-    def apply(params, x):
-        return nnx.merge(graphdef, params, state)(x)
-
-    out = apply(params, x)
+    fm = lnnx.functional(a, mode="eval")
+    out = jax.jit(fm.apply)(fm.params, x)
+    a.eval()
     np.testing.assert_allclose(out, a(x), rtol=10 * TOL, atol=10 * TOL)
     assert out.dtype == FLOAT
     for leaf in jax.tree.leaves(nnx.state(a)):
         assert leaf.dtype == FLOAT
+    if fm.state:  # BatchNorm models: train mode must hand back new statistics
+        tm = lnnx.functional(b, mode="train")
+        _, new_state = jax.jit(tm.apply_with_state)(tm.params, tm.state, x)
+        changed = jax.tree.map(lambda u, v: not np.allclose(u, v), tm.state, new_state)
+        assert all(jax.tree.leaves(changed))
 
 
 # ---------------------------------------------------------------- initialisers
