@@ -143,3 +143,16 @@ def test_spec_errors_are_clear():
         C.make_spec({"a": (("k", 0),), "b": (("k", 0),)}, {"a": 2, "b": 2})
     with pytest.raises(ValueError, match="no 'kernel'"):
         C.mlp_spec({"w": jnp.ones(3)})
+
+
+def test_infer_spec_in_batchnorm_train_mode():
+    # train mode updates running statistics on the side; dead-code elimination keeps those
+    # updates from pinning the hidden axes
+    m = MLP(6, 8, 2, 3, norm="batch", rngs=nnx.Rngs(0))
+    fm = lnnx.functional(m, mode="train")
+    f = lambda p, x: fm.apply_with_state(p, fm.state, x)[0]
+    x = jax.random.normal(KEY, (16, 6))
+    spec = C.infer_spec(f, fm.params, x)
+    assert C.check_spec(spec, f, fm.params, x, key=jax.random.key(1), num_trials=2).passed
+    as_sets = lambda s: {frozenset(ax) for ax in s.perm_to_axes.values()}
+    assert as_sets(spec) == as_sets(C.mlp_spec(fm.params))

@@ -14,7 +14,9 @@ union-find over ``(variable, axis)`` nodes:
 * ``reduce_window`` (pooling) and ``slice``/``pad`` join axes they leave untouched;
 * ``reshape`` joins unchanged axes; a merge ``(..., L, C) -> (..., L*C)`` links the merged axis
   to ``C`` as a *block* axis (a channel-last flatten into a dense layer);
-* calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, remat) are followed inside.
+* calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, remat) are followed inside;
+* equations whose results never reach the outputs are dropped first (dead-code elimination),
+  so side computations such as BatchNorm running-statistic updates do not pin any axis.
 
 Every axis of the input ``x`` and of the outputs, every axis an unknown primitive touches, and
 axes with a role that does not commute with permutations (conv spatial axes, ``argmax``,
@@ -287,6 +289,17 @@ def _classes(g, param_vars):
     return fixed_roots, linked, members, first_activation
 
 
+def _dead_code_removed(jaxpr):
+    """Drop equations that do not reach the outputs (e.g. BatchNorm running-stat updates in
+    train mode), keeping every input. Uses JAX's internal DCE when available."""
+    try:
+        from jax._src.interpreters import partial_eval as pe
+
+        return pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars), instantiate=True)[0]
+    except Exception:  # pragma: no cover - internal API moved: analyse the full jaxpr
+        return jaxpr
+
+
 def infer_spec(apply_fn, params, example_input) -> PermutationSpec:
     """Derive the hidden-unit permutation spec of ``apply_fn(params, x)`` from its jaxpr.
 
@@ -296,7 +309,7 @@ def infer_spec(apply_fn, params, example_input) -> PermutationSpec:
     of their first parameter leaf. Raises ``ValueError`` when no permutation symmetry is found.
     """
     closed = jax.make_jaxpr(apply_fn)(params, example_input)
-    jaxpr = closed.jaxpr
+    jaxpr = _dead_code_removed(closed.jaxpr)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     keys = [jax.tree_util.keystr(p) for p, _ in flat]
     invars = [_Q(0, v) for v in jaxpr.invars]
