@@ -33,9 +33,10 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
                 label="published (MNIST-1D)" if j == 0 else None)
     ax.set_xticks(np.arange(len(datasets)), datasets)
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title(f"mean ± std over {cfg['num_seeds']} seed(s)")
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="upper center", ncol=2, fontsize=7)
     ax = axes[1]
     for j, model in enumerate(models):
         for d, style in zip(datasets, ("-", "--")):
