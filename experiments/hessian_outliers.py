@@ -13,7 +13,7 @@ For every (C, width) the run trains an MLP with Adam on full batches, then compu
   (``spectral.eigsh``, Lanczos with full reorthogonalisation; residuals are reported);
 * the outlier count by a last-gap rule: with the top eigenvalues sorted,
   ``l_1 >= ... >= l_k``, the count is the largest ``i`` with ``l_i / l_{i+1} >= gap_threshold``
-  (1.5 by default; inside the bulk consecutive ratios are ~1.0-1.3). The bulk edge is
+  (1.4 by default; inside the bulk consecutive ratios are mostly ~1.0-1.35). The bulk edge is
   ``l_{count+1}`` and ``outlier_gap = l_count / l_{count+1}``. The count is only as sharp as
   that threshold: report it together with the eigenvalues (figure panel a);
 * the SLQ spectral density of H (``spectral.density``) for the figure;
@@ -58,7 +58,7 @@ class Config:
     density_probes: int = 4
     density_steps: int = 60
     dense_check_max_dim: int = 400
-    gap_threshold: float = 1.5
+    gap_threshold: float = 1.4
 
     @classmethod
     def smoke(cls) -> Config:
