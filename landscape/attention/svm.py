@@ -174,7 +174,8 @@ def att_svm(
     feasible, message = selection_feasible(X, Z, mask)
     if not feasible:
         if on_infeasible == "raise":
-            raise InfeasibleSVMError(f"att_svm: the SVM for opt_index is infeasible: {message}")
+            raise InfeasibleSVMError(
+                f"att_svm: no W meets the margin constraints of opt_index ({message})")
         nan = np.full((d, d), np.nan)
         return AttSVMSolution(nan, np.zeros((n, T), bool), np.full((n, T), np.nan), mask, norm,
                               np.nan, False, "infeasible", solver, np.nan, 0, np.nan, message)
