@@ -19,7 +19,7 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
     fig, axes = plotting.figure(2, 1, width=3.4, height=2.7)
     ax = axes[0]
     factors = np.asarray(cfg["pleas_factors"])
-    ax.plot(factors, m["pleas"], "o-", color=plotting.COLORS[4], label="PLeaS")
+    ax.plot(factors, m["pleas"], "o-", color=plotting.COLORS[5], label="PLeaS")
     for j, (key, name) in enumerate((("endpoints", "endpoints"), ("ensemble", "ensemble"),
                                      ("average", "plain average"), ("wm", "weight matching"),
                                      ("wm_repair", "WM + REPAIR"))):
