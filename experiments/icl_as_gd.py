@@ -1,4 +1,4 @@
-"""A trained linear self-attention layer implements one step of GD in context (von Oswald et al. 2023).
+"""A trained linear self-attention layer does one step of GD in context (von Oswald et al. 2023).
 
 In-context linear regression (d inputs, N context examples, ``w ~ N(0, I)``, ``x ~ U(-1, 1)^d``).
 The baseline is one GD step from ``W_0 = 0`` on the in-context least squares loss with the step

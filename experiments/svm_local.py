@@ -9,7 +9,7 @@ tokens), ``local`` (a different selection whose selected tokens beat their suppo
 Part 2 (picture): one example with T tokens in d = 2 and query ``z = e_1``. The attention logits
 depend on ``u = W z`` only, and normalised GD on ``W`` is normalised GD on ``u``, so the GD paths
 of ``u_t`` from several initialisations can be drawn in the token plane against the directions
-``W_mm(alpha) z`` of every feasible selection ``alpha`` (a token that is a vertex of the convex hull).
+``W_mm(alpha) z`` of every feasible selection ``alpha`` (a vertex of the tokens' convex hull).
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
     ctx = ctx or RunContext.ephemeral()
     freq = {}
     for scale in config.init_scales:
-        rows = [ctx.stage(f"scale{scale}_seed{s}", lambda s=s, sc=scale: frequency_seed(config, s, sc))
+        rows = [ctx.stage(f"scale{scale}_seed{s}",
+                          lambda s=s, sc=scale: frequency_seed(config, s, sc))
                 for s in ctx.progress(range(config.num_seeds), desc=f"init {scale}")]
         kinds = [r["kind"] for r in rows]
         freq[str(scale)] = {

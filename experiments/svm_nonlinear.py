@@ -82,6 +82,7 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
     steps = np.arange(config.num_steps // config.record_every + 1) * config.record_every
     stack = lambda k: np.stack([r[k] for r in rows])  # noqa: E731
     corr_perp = stack("corr_perp")
+    mid = len(steps) // 2
     return {
         "steps": steps,
         "corr_perp": corr_perp, "corr_full": stack("corr_full"),
@@ -92,7 +93,7 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
         "summary": {
             "final_corr_perp": corr_perp[:, -1],
             "final_corr_full": stack("corr_full")[:, -1],
-            "norm_fin_growth_last_half": stack("norm_fin")[:, -1] / stack("norm_fin")[:, len(steps) // 2],
-            "norm_perp_growth_last_half": stack("norm_perp")[:, -1] / stack("norm_perp")[:, len(steps) // 2],
+            "norm_fin_growth_last_half": stack("norm_fin")[:, -1] / stack("norm_fin")[:, mid],
+            "norm_perp_growth_last_half": stack("norm_perp")[:, -1] / stack("norm_perp")[:, mid],
         },
     }

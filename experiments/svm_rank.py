@@ -80,8 +80,10 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
     for n in config.ns:
         per_n[str(n)] = {
             "infeasible_fraction": [out[(n, d)]["infeasible_fraction"] for d in config.ds],
-            "rank_fro_mean": stat(n, "rank_fro", np.mean), "rank_fro_max": stat(n, "rank_fro", np.max),
-            "rank_nuc_mean": stat(n, "rank_nuc", np.mean), "rank_nuc_max": stat(n, "rank_nuc", np.max),
+            "rank_fro_mean": stat(n, "rank_fro", np.mean),
+            "rank_fro_max": stat(n, "rank_fro", np.max),
+            "rank_nuc_mean": stat(n, "rank_nuc", np.mean),
+            "rank_nuc_max": stat(n, "rank_nuc", np.max),
             "corr_mean": stat(n, "corr", np.mean),
             "max_violation": max(out[(n, d)]["max_violation"] for d in config.ds),
         }

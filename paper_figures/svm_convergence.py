@@ -1,4 +1,4 @@
-"""Figure: attention converges in direction to its own max-margin SVM (W -> Frobenius, (K,Q) -> nuclear).
+"""Figure: attention converges in direction to its own max-margin SVM (W: Frobenius, KQ: nuclear).
 
 (a) corr(W_t, W_mm) against the step, mean and band over seeds, for W (against the Frobenius
 solution) and (K, Q) (against the nuclear-norm solution); dashed: each run against the *other*

@@ -1,4 +1,4 @@
-"""Smoke run of experiments/svm_convergence: shapes, finite values and the science on a tiny case."""
+"""Smoke run of experiments/svm_convergence: shapes, finite values, the science on a tiny case."""
 
 import dataclasses
 

@@ -7,9 +7,10 @@ the construction can be written down exactly) updates the query token by
 
     e_q <- e_q + P sum_{k <= N} (W_V e_k) (W_K e_k)^T (W_Q e_q),
 
-and predicts ``y_hat = -(e_q)_{d+1}`` (minus the target slot). With ``W_K = W_Q = [[I, 0], [0, 0]]``,
-``W_V = [[0, 0], [W_0, -1]]`` and ``P = (eta / N) I`` the prediction equals ``Delta W x_q`` where
-``Delta W = -eta grad L(W_0)`` is one GD step on ``L(W) = (1/2N) sum_k (W x_k - y_k)^2``; from
+and predicts ``y_hat = -(e_q)_{d+1}`` (minus the target slot). With
+``W_K = W_Q = [[I, 0], [0, 0]]``, ``W_V = [[0, 0], [W_0, -1]]`` and ``P = (eta / N) I`` the
+prediction equals ``Delta W x_q`` where ``Delta W = -eta grad L(W_0)`` is one GD step on
+``L(W) = (1/2N) sum_k (W x_k - y_k)^2``; from
 ``W_0 = 0`` this is exactly the prediction of the one-step GD learner (``lsa_construction``). In
 float64 the two agree to rounding (~1e-15 relative); in float32 to ~1e-6.
 
@@ -47,7 +48,7 @@ HIGHEST = lax.Precision.HIGHEST
 
 
 def lsa_construction(dim: int, eta: float, num_context: int, W0=None, dtype=None) -> dict:
-    """The von Oswald et al. weights: one GD step of size ``eta`` from ``W0`` (``(dim,)``, default 0)."""
+    """von Oswald et al. weights: one GD step of size ``eta`` from ``W0`` ``(dim,)`` (default 0)."""
     dtype = dtype or jnp.result_type(float)
     D = dim + 1
     WK = jnp.zeros((D, D), dtype).at[:dim, :dim].set(jnp.eye(dim, dtype=dtype))
@@ -67,7 +68,7 @@ def init_lsa(key, dim: int, scale: float = 0.05, dtype=None) -> dict:
 
 
 def lsa_predict(params, tokens) -> jax.Array:
-    """Predictions ``(B,)`` of the LSA layer for tokens ``(B, N+1, d+1)`` (the last token is the query)."""
+    """Predictions ``(B,)`` of the LSA layer for tokens ``(B, N+1, d+1)`` (last = the query)."""
     ctx, q = tokens[:, :-1], tokens[:, -1]
     keys = jnp.einsum("bnd,ed->bne", ctx, params["W_K"], precision=HIGHEST)
     query = jnp.einsum("bd,ed->be", q, params["W_Q"], precision=HIGHEST)
@@ -146,12 +147,15 @@ def compare_with_gd(params, tasks, eta) -> LSAvsGD:
 
 def train_lsa(key, params, eval_tasks, eta, *, num_steps: int, batch_size: int = 256,
               learning_rate: float = 1e-3, record_every: int = 100, noise_std: float = 0.0):
-    """Train an LSA layer with Adam (cosine-decayed step) on fresh tasks each step; record ``compare_with_gd`` on
-    ``eval_tasks`` every ``record_every`` steps. Returns ``(params, steps (R,), LSAvsGD of (R,))``
-    with ``R = num_steps // record_every + 1`` (first record at step 0). jit-able with the ints static.
+    """Train an LSA layer with Adam (cosine-decayed step) on fresh tasks each step.
+
+    Records ``compare_with_gd`` on ``eval_tasks`` every ``record_every`` steps. Returns
+    ``(params, steps (R,), LSAvsGD of (R,))`` with ``R = num_steps // record_every + 1`` (first
+    record at step 0). jit-able with the ints static.
     """
     if num_steps % record_every:
-        raise ValueError(f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})")
+        raise ValueError(
+            f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})")
     N, d = eval_tasks["x"].shape[1:]
     dtype = eval_tasks["x"].dtype
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps))

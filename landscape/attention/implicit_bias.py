@@ -4,8 +4,8 @@ On linearly separable data ``(x_i, y_i)`` (no bias), GD on the logistic loss
 ``L(w) = mean_i log(1 + exp(-y_i w^T x_i))`` with a small enough step drives ``||w|| -> inf`` while
 ``w_t / ||w_t||`` converges to the hard-margin SVM direction ``w_hat / ||w_hat||``, where
 ``w_hat = argmin ||w|| s.t. y_i w^T x_i >= 1``. The convergence is slow: the direction gap decays
-like ``1 / log t`` (``w_t = w_hat log t + rho_t`` with bounded ``rho_t``), while the loss decays like
-``1 / t``. Symmetric data (every point mirrored) can hide the slow rate, so
+like ``1 / log t`` (``w_t = w_hat log t + rho_t`` with bounded ``rho_t``), while the loss decays
+like ``1 / t``. Symmetric data (every point mirrored) can hide the slow rate, so
 ``asymmetric_separable_2d`` draws two clusters of different size, spread and distance.
 
 This is the attention SVM's simplest relative: the token-selection SVM of
@@ -54,7 +54,8 @@ def asymmetric_separable_2d(key, n_pos: int = 12, n_neg: int = 6, *, min_margin:
             raise ValueError(f"min_margin={min_margin} rejects too many points; lower it")
         return ok[:n]
 
-    X = np.concatenate([draw(kp, n_pos, [2.0, 1.0], 0.5, 1.0), draw(kn, n_neg, [-0.5, -2.0], 0.3, -1.0)])
+    X = np.concatenate([draw(kp, n_pos, [2.0, 1.0], 0.5, 1.0),
+                        draw(kn, n_neg, [-0.5, -2.0], 0.3, -1.0)])
     y = np.concatenate([np.ones(n_pos), -np.ones(n_neg)])
     return jnp.asarray(X, dtype), jnp.asarray(y, dtype)
 
@@ -72,7 +73,7 @@ def _logistic_loss(w, X, y):
 
 
 def logistic_gd(X, y, record_steps, *, learning_rate: float = 1.0, w0=None):
-    """Full-batch GD on the logistic loss, recording ``w_t`` at the sorted int array ``record_steps``.
+    """Full-batch GD on the logistic loss, recording ``w_t`` at the sorted ints ``record_steps``.
 
     Returns ``(ws (R, D), losses (R,))``: the iterate after ``record_steps[r]`` steps (``w_0 = 0``
     by default). Only the records are stored, so millions of steps cost no memory. jit-able.

@@ -1,4 +1,4 @@
-"""Nonlinear heads and the general SVM equivalence (Tarzanagh et al., "Transformers as SVMs", Sec. 6).
+"""Nonlinear heads and the general SVM equivalence (Tarzanagh et al., Transformers as SVMs, Sec 6).
 
 With a nonlinear head ``h`` the loss may be minimised by *mixing* several tokens, so gradient
 descent need not select one token per example. The general prediction: let ``O_i`` be the

@@ -109,7 +109,7 @@ def solve_dual_qp(G, mask=None, *, tol: float = 1e-11, max_iter: int = 50_000) -
 
 
 def svm_from_rows(rows, mask=None, *, tol: float = 1e-11, max_iter: int = 50_000):
-    """Hard-margin SVM ``min ||w|| s.t. rows @ w >= 1`` through the dual; returns ``(w, DualQPResult)``.
+    """Hard-margin SVM ``min ||w|| s.t. rows @ w >= 1`` via the dual; returns ``(w, DualQPResult)``.
 
     ``rows`` is ``(K, D)``; rows outside ``mask`` are ignored. jit- and vmap-able.
     """

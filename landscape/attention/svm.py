@@ -37,7 +37,8 @@ from landscape.attention.qp import svm_from_rows
 from landscape.data.tokens import check_token_inputs, constraint_rows, selection_feasible
 
 __all__ = [
-    "AttSVMSolution", "InfeasibleSVMError", "att_svm", "fro_svm_jax", "svm_margins", "tie_projector",
+    "AttSVMSolution", "InfeasibleSVMError", "att_svm", "fro_svm_jax", "svm_margins",
+    "tie_projector",
 ]
 
 
@@ -78,7 +79,7 @@ class AttSVMSolution(NamedTuple):
 
 
 def svm_margins(X, Z, selected, W) -> np.ndarray:
-    """Margins ``(n, T)``: ``min_{s in O_i} (x_is - x_it)^T W z_i`` (``+inf`` at selected tokens)."""
+    """Margins ``(n, T)``: ``min_{s in O_i} (x_is - x_it)^T W z_i`` (``+inf`` where selected)."""
     X, Z, mask = check_token_inputs(X, Z, selected, name_sel="selected")
     s = np.einsum("ntd,de,ne->nt", X.astype(np.float64), np.asarray(W, np.float64), Z)
     best_sel = np.where(mask, s, np.inf).min(axis=1, keepdims=True)
@@ -124,7 +125,8 @@ def _solve_fro_jax(A_ub, A_eq, tol, max_iter):
         ok = bool(sol.converged)
         status = "optimal" if ok else "not converged (raise max_iter)"
         d = int(round(np.sqrt(A_ub.shape[1])))
-        return np.asarray(w).reshape(d, d), status, int(sol.num_iterations), float(sol.kkt_residual), "jax-dual-qp"
+        W = np.asarray(w).reshape(d, d)
+        return W, status, int(sol.num_iterations), float(sol.kkt_residual), "jax-dual-qp"
 
 
 def _solve_cvxpy(A_ub, A_eq, d, norm, solver):
@@ -167,7 +169,8 @@ def att_svm(
     solver = solver or ("jax" if norm == "fro" else "CLARABEL")
     solver = "CLARABEL" if solver == "cvxpy" else solver
     if solver not in ("jax", "CLARABEL", "SCS") or (solver == "jax" and norm == "nuc"):
-        raise ValueError(f"solver must be 'jax' (fro only), 'CLARABEL', 'SCS' or 'cvxpy'; got {solver!r}")
+        raise ValueError(
+            f"solver must be 'jax' (fro only), 'CLARABEL', 'SCS' or 'cvxpy'; got {solver!r}")
     X, Z, mask = check_token_inputs(X, Z, opt_index)
     X, Z = X.astype(np.float64), Z.astype(np.float64)
     n, T, d = X.shape

@@ -140,7 +140,8 @@ def train_attention(
     0). jit-able with ``num_steps``, ``record_every`` and ``head`` static.
     """
     if num_steps % record_every:
-        raise ValueError(f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})")
+        raise ValueError(
+            f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})")
     opt = optimizer or normalized_gd(learning_rate)
     loss = lambda p: attention_loss(p, X, Z, Y, head, ridge)  # noqa: E731
     data_loss = lambda p: attention_loss(p, X, Z, Y, head, 0.0)  # noqa: E731

@@ -50,7 +50,7 @@ def linear_regression_tasks(
 
 
 def icl_tokens(tasks: dict) -> jax.Array:
-    """Stack a task batch into tokens ``(B, N+1, d+1)``: context ``(x_j, y_j)``, then ``(x_q, 0)``."""
+    """Stack tasks into tokens ``(B, N+1, d+1)``: context ``(x_j, y_j)``, then ``(x_q, 0)``."""
     x, y, xq = tasks["x"], tasks["y"], tasks["x_query"]
     context = jnp.concatenate([x, y[..., None]], axis=-1)
     query = jnp.concatenate([xq, jnp.zeros_like(xq[..., :1])], axis=-1)

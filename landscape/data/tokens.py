@@ -86,7 +86,7 @@ def token_selection_data(key, n: int, T: int, d: int, *, dtype=None, unit_norm: 
 
 
 def token_scores(X, Y, v) -> jax.Array:
-    """Scores ``gamma_it = Y_i v^T x_it`` of shape ``(n, T)`` for X ``(n,T,d)``, Y ``(n,)``, v ``(d,)``."""
+    """Scores ``gamma_it = Y_i v^T x_it`` ``(n, T)`` for X ``(n,T,d)``, Y ``(n,)``, v ``(d,)``."""
     return Y[:, None] * jnp.einsum("ntd,d->nt", X, v)
 
 
@@ -134,16 +134,19 @@ def check_token_inputs(X, Z, selected=None, *, name_sel: str = "opt_index"):
     sel = np.asarray(selected)
     if sel.dtype == bool:
         if sel.shape != (n, T):
-            raise ValueError(f"{name_sel} as a mask must have shape (n, T) = {(n, T)}; got {sel.shape}")
+            raise ValueError(
+                f"{name_sel} as a mask must have shape (n, T) = {(n, T)}; got {sel.shape}")
         if not (sel.any(axis=1).all() and (~sel).any(axis=1).all()):
             raise ValueError(f"{name_sel} must select at least one and not all tokens in every row")
         return X, Z, sel
     if not np.issubdtype(sel.dtype, np.integer):
-        raise TypeError(f"{name_sel} must be an int array (n,) or a bool mask (n, T); got {sel.dtype}")
+        raise TypeError(
+            f"{name_sel} must be an int array (n,) or a bool mask (n, T); got {sel.dtype}")
     if sel.shape != (n,):
         raise ValueError(f"{name_sel} must have shape (n,) = ({n},); got {sel.shape}")
     if sel.min() < 0 or sel.max() >= T:
-        raise ValueError(f"{name_sel} entries must lie in [0, T) = [0, {T}); got {sel.min()}..{sel.max()}")
+        raise ValueError(
+            f"{name_sel} entries must lie in [0, T) = [0, {T}); got {sel.min()}..{sel.max()}")
     return X, Z, np.arange(T)[None, :] == sel[:, None]
 
 
