@@ -106,3 +106,16 @@ def test_relu_head_matches_definition():
     u = jax.random.normal(jax.random.key(1), (5, 3))
     ref = np.maximum(np.asarray(u) @ np.asarray(U).T, 0) @ np.asarray(a)
     np.testing.assert_allclose(np.asarray(att.relu_head(U, a)(u)), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_detect_selection_requires_a_committed_softmax():
+    with jax.enable_x64(True):
+        tok = data.token_selection_data(jax.random.key(2), 3, 4, 5, dtype=jnp.float64)
+        sol = att.att_svm(tok.X, tok.Z, tok.opt_index)
+        far = att.detect_selection(50.0 * sol.W, tok.X, tok.Z, tok.scores)
+        near = att.detect_selection(0.01 * sol.W, tok.X, tok.Z, tok.scores)
+    assert far.converged and far.kind == "global" and far.mass > 0.99
+    np.testing.assert_array_equal(far.selection, np.asarray(tok.opt_index))
+    assert not near.converged and near.kind == "none" and near.verdict.kind == "global"
+    with pytest.raises(ValueError, match="mass_threshold"):
+        att.detect_selection(sol.W, tok.X, tok.Z, tok.scores, mass_threshold=0.0)

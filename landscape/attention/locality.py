@@ -18,9 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 from landscape.attention.svm import AttSVMSolution, att_svm
+from landscape.attention.training import attention_probs
 from landscape.data.tokens import check_token_inputs
 
-__all__ = ["LocalOptimality", "support_tokens", "is_locally_optimal", "classify_selection"]
+__all__ = [
+    "LocalOptimality", "support_tokens", "is_locally_optimal", "classify_selection",
+    "DetectedSelection", "detect_selection",
+]
 
 
 class LocalOptimality(NamedTuple):
@@ -76,3 +80,38 @@ def is_locally_optimal(X, Z, scores, opt_index, *, norm: str = "fro", **svm_kwar
 def classify_selection(X, Z, scores, opt_index, *, norm: str = "fro", **svm_kwargs) -> str:
     """``"global"``, ``"local"`` or ``"none"`` for a selection (see ``is_locally_optimal``)."""
     return is_locally_optimal(X, Z, scores, opt_index, norm=norm, **svm_kwargs).kind
+
+
+class DetectedSelection(NamedTuple):
+    """The token selection a trained attention matrix has converged to.
+
+    Fields:
+      selection: ``(n,)`` int, the token of largest softmax weight per example.
+      mass: smallest softmax weight on the selected token over the examples.
+      converged: ``mass >= mass_threshold``.
+      kind: ``"global"``, ``"local"`` or ``"none"`` (``"none"`` also when not converged).
+      verdict: the ``LocalOptimality`` of ``selection``.
+    """
+
+    selection: np.ndarray
+    mass: float
+    converged: bool
+    kind: str
+    verdict: LocalOptimality
+
+
+def detect_selection(W, X, Z, scores, *, norm: str = "fro", mass_threshold: float = 0.99):
+    """Classify the selection reached by ``W`` ``(d, d)`` as global, local or none.
+
+    A selection counts only once the softmax has (nearly) committed to it: every example must put
+    at least ``mass_threshold`` of its attention on one token; otherwise the kind is ``"none"``.
+    """
+    if not 0.0 < mass_threshold <= 1.0:
+        raise ValueError(f"mass_threshold must lie in (0, 1]; got {mass_threshold!r}")
+    probs = np.asarray(attention_probs(np.asarray(W), np.asarray(X), np.asarray(Z)))
+    selection = probs.argmax(axis=1).astype(np.int32)
+    mass = float(probs.max(axis=1).min())
+    verdict = is_locally_optimal(X, Z, scores, selection, norm=norm)
+    converged = mass >= mass_threshold
+    kind = verdict.kind if converged else "none"
+    return DetectedSelection(selection, mass, converged, kind, verdict)
