@@ -101,6 +101,10 @@ def test_mlp_bad_inputs():
         MLP(6, 5, -1, 3, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="param_dtype"):
         MLP(6, 5, 1, 3, param_dtype=jnp.int32, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="width"):
+        MLP(6, 2.0, 1, 3, rngs=nnx.Rngs(0))
+    # numpy integers (e.g. from a width sweep) are accepted and stored as Python ints
+    assert MLP(np.int64(6), np.int64(5), 1, 3, rngs=nnx.Rngs(0)).width == 5
 
 
 # ---------------------------------------------------------------- CNNs

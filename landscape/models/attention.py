@@ -48,7 +48,7 @@ class Attention(nnx.Module):
     def __init__(self, d: int, *, param: str = "W", m: int | None = None, v=None,
                  train_v: bool = False, init_std: float | None = None, param_dtype=None,
                  rngs: nnx.Rngs):
-        check_positive_int(d, "d")
+        d = check_positive_int(d, "d")
         if param not in PARAMS:
             raise ValueError(f"param must be one of {PARAMS}; got {param!r}")
         if param == "W" and m is not None:

@@ -44,10 +44,10 @@ class _ConvNet(nnx.Module):
 
     def __init__(self, num_classes: int, *, in_channels: int, width: int, num_layers: int,
                  kernel_size: int, activation, norm, pool: str, param_dtype, rngs: nnx.Rngs):
-        for value, arg in ((num_classes, "num_classes"), (in_channels, "in_channels"),
-                           (width, "width"), (num_layers, "num_layers"),
-                           (kernel_size, "kernel_size")):
-            check_positive_int(value, arg)
+        num_classes, in_channels, width, num_layers, kernel_size = (
+            check_positive_int(value, arg) for value, arg in (
+                (num_classes, "num_classes"), (in_channels, "in_channels"), (width, "width"),
+                (num_layers, "num_layers"), (kernel_size, "kernel_size")))
         check_norm(norm)
         if pool not in ("avg", "max"):
             raise ValueError(f"{self.name}: pool must be 'avg' or 'max'; got {pool!r}")

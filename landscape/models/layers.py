@@ -6,6 +6,7 @@ Private to :mod:`landscape.models`; the public names are re-exported from the pa
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax
@@ -92,11 +93,12 @@ def param_dtype_or_default(param_dtype):
 
 
 def check_positive_int(value, name: str, *, allow_zero: bool = False) -> int:
+    """Return ``value`` as an ``int`` (numpy integers accepted) or raise ``ValueError``."""
     lo = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
         what = "a non-negative" if allow_zero else "a positive"
         raise ValueError(f"{name} must be {what} int; got {value!r}")
-    return value
+    return int(value)
 
 
 def check_input(x, name: str, trailing: Sequence[int | None], *, model: str) -> None:

@@ -38,8 +38,7 @@ class LinearSelfAttention(nnx.Module):
 
     def __init__(self, d_in: int, d_out: int = 1, *, init_std: float = 0.02, param_dtype=None,
                  rngs: nnx.Rngs):
-        check_positive_int(d_in, "d_in")
-        check_positive_int(d_out, "d_out")
+        d_in, d_out = check_positive_int(d_in, "d_in"), check_positive_int(d_out, "d_out")
         dtype = param_dtype_or_default(param_dtype)
         self.d_in, self.d_out, self.dim = d_in, d_out, d_in + d_out
         shape = (self.dim, self.dim)

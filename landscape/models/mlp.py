@@ -52,10 +52,10 @@ class MLP(nnx.Module):
     def __init__(self, in_features: int, width: int, depth: int, num_classes: int, *,
                  activation="relu", norm: str | None = None, residual: bool = False,
                  param_dtype=None, rngs: nnx.Rngs):
-        check_positive_int(in_features, "in_features")
-        check_positive_int(width, "width")
-        check_positive_int(depth, "depth", allow_zero=True)
-        check_positive_int(num_classes, "num_classes")
+        in_features = check_positive_int(in_features, "in_features")
+        width = check_positive_int(width, "width")
+        depth = check_positive_int(depth, "depth", allow_zero=True)
+        num_classes = check_positive_int(num_classes, "num_classes")
         check_norm(norm)
         dtype = param_dtype_or_default(param_dtype)
         self.in_features, self.width, self.depth = in_features, width, depth

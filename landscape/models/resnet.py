@@ -100,9 +100,9 @@ class ResNet20(nnx.Module):
     def __init__(self, num_classes: int = 10, width_multiplier: int = 1, *,
                  norm: str | None = "batch", in_channels: int = 3,
                  shortcut: str = "projection", param_dtype=None, rngs: nnx.Rngs):
-        check_positive_int(num_classes, "num_classes")
-        check_positive_int(width_multiplier, "width_multiplier")
-        check_positive_int(in_channels, "in_channels")
+        num_classes = check_positive_int(num_classes, "num_classes")
+        width_multiplier = check_positive_int(width_multiplier, "width_multiplier")
+        in_channels = check_positive_int(in_channels, "in_channels")
         check_norm(norm)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}; got {shortcut!r}")

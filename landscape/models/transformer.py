@@ -112,9 +112,10 @@ class Transformer(nnx.Module):
     def __init__(self, vocab: int, d_model: int, n_layers: int, n_heads: int, seq_len: int, *,
                  qk_layernorm: bool = False, mlp_ratio: int = 4, param_dtype=None,
                  rngs: nnx.Rngs):
-        for value, arg in ((vocab, "vocab"), (d_model, "d_model"), (n_layers, "n_layers"),
-                           (n_heads, "n_heads"), (seq_len, "seq_len"), (mlp_ratio, "mlp_ratio")):
-            check_positive_int(value, arg)
+        vocab, d_model, n_layers, n_heads, seq_len, mlp_ratio = (
+            check_positive_int(value, arg) for value, arg in (
+                (vocab, "vocab"), (d_model, "d_model"), (n_layers, "n_layers"),
+                (n_heads, "n_heads"), (seq_len, "seq_len"), (mlp_ratio, "mlp_ratio")))
         dtype = param_dtype_or_default(param_dtype)
         self.vocab, self.d_model, self.n_layers = vocab, d_model, n_layers
         self.n_heads, self.seq_len, self.qk_layernorm = n_heads, seq_len, bool(qk_layernorm)
