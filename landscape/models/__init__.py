@@ -8,7 +8,9 @@ variables, and nothing draws random numbers in ``__call__`` (there is no dropout
 model into pure functions with ``landscape.nnx``.
 
 Parameters default to the default float dtype (float32, or float64 under ``JAX_ENABLE_X64``),
-BatchNorm statistics included; pass ``param_dtype`` to choose.
+BatchNorm statistics included; pass ``param_dtype`` to choose. Kernels are LeCun-normal (flax's
+default distribution) drawn by ``landscape.models.init``, which compiles one random program for
+all shapes instead of one per shape (ResNet-20 builds in ~0.7 s of CPU instead of ~7 s).
 
 * ``MLP`` (norm/residual variants), ``CNN2D`` (8x8 digits), ``CNN1D`` (MNIST-1D)
 * ``ResNet20`` (He et al. 2016) with width multiplier and BatchNorm/LayerNorm/no norm
