@@ -135,3 +135,31 @@ def trained_params(name: str, data: dict, *, seed: int = 0, steps: int | None = 
         params, state = step(params, state)
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
     return params, float(loss_fn(params, batch))
+
+
+def _conv_shifted(x, layer):
+    """The same 'SAME' 3x3 convolution as ``_conv``, written as 9 shifted matmuls.
+
+    XLA:CPU runs the derivative convolutions of ``lax.conv_general_dilated`` 25-50x slower
+    inside ``lax.while_loop``/``scan`` bodies than at the top level (they keep non-canonical
+    dimension labels there and miss the fast Eigen kernel; cf. jax-ml/jax#12868). Written as
+    pads, slices and matmuls, the function and its derivatives avoid convolutions entirely.
+    """
+    n, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = layer["b"]
+    for dh in range(3):
+        for dw in range(3):
+            out = out + xp[:, dh : dh + h, dw : dw + w, :] @ layer["w"][dh, dw]
+    return out
+
+
+def apply_cnn_shifted(params, x):
+    """``apply_cnn`` with ``_conv_shifted``: the same function of the same parameters."""
+    h = jax.nn.relu(_conv_shifted(x, params["conv0"]))
+    h = jax.nn.relu(_conv_shifted(h, params["conv1"]))
+    n, hh, ww, c = h.shape
+    h = h.reshape(n, hh // 2, 2, ww // 2, 2, c).mean(axis=(2, 4))
+    h = h.reshape(n, -1)
+    h = jax.nn.relu(h @ params["dense0"]["w"] + params["dense0"]["b"])
+    return h @ params["dense1"]["w"] + params["dense1"]["b"]
