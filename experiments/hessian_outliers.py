@@ -76,7 +76,7 @@ class Config:
         )
 
 
-def outlier_count(eigenvalues, gap_threshold: float = 1.5) -> int:
+def outlier_count(eigenvalues, gap_threshold: float = 1.4) -> int:
     """Number of eigenvalues above the last multiplicative gap of at least ``gap_threshold``.
 
     With ``l_1 >= ... >= l_k`` (the top of the spectrum), the count is the largest ``i < k``

@@ -13,8 +13,8 @@ example), instead of one batch, and building costs one product. It can pay off w
 products are taken at the same parameters (Lanczos, SLQ, trace estimation), the dataset is small
 and recomputation is expensive relative to memory traffic. Measure before relying on it: on a
 loaded 2-core CPU, for a 6,154-parameter MLP on 1,000 examples, a linearized Hessian product was
-SLOWER than the plain one (0.55x; GGN 0.9x), because reading the saved activations cost more than
-recomputing them.
+SLOWER than the plain one (0.55-0.75x in two runs; GGN 0.55-0.9x), because reading the saved
+activations cost more than recomputing them.
 """
 
 from __future__ import annotations
