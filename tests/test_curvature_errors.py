@@ -25,6 +25,8 @@ def test_non_scalar_loss(setup):
         curvature.hessian(per_example, params, data)
     with pytest.raises(TypeError, match="loss_fn must return a scalar"):
         curvature.hvp(per_example, params, data, params)
+    with pytest.raises(TypeError, match="output_loss must return a scalar"):
+        curvature.ggn(apply_fn, losses.softmax_cross_entropy_per_example, params, data)
 
 
 def test_vector_structure_and_shape_mismatch(setup):

@@ -69,12 +69,14 @@ def check_vector_like(params, v, name: str = "v") -> None:
         T.check_finite(v, name)
 
 
-def check_scalar_loss(loss_fn, params, batch, name: str = "loss_fn") -> None:
+def check_scalar_loss(
+    loss_fn, params, batch, name: str = "loss_fn", call: str = "(params, batch)"
+) -> None:
     """Abstractly evaluate ``loss_fn(params, batch)`` and require a real floating scalar."""
     try:
         out = jax.eval_shape(loss_fn, params, batch)
     except Exception as exc:  # surface the user's error with context
-        raise TypeError(f"{name}(params, batch) failed to evaluate: {exc}") from exc
+        raise TypeError(f"{name}{call} failed to evaluate: {exc}") from exc
     if not hasattr(out, "shape"):
         raise TypeError(f"{name} must return a scalar array; got {type(out).__name__}")
     T.check_scalar(out, name)

@@ -92,7 +92,8 @@ def build(
     if not hasattr(out, "shape") or out.ndim < 1 or out.shape[0] != first["x"].shape[0]:
         raise ValueError(f"apply_fn must return one output row per example; got {out}")
     _check_outputs(kind, out, first["y"])
-    C.check_scalar_loss(lambda F, Y: O.mean_output_loss(kind)(F, Y), out, first["y"], "output_loss")
+    loss = O.mean_output_loss(kind)
+    C.check_scalar_loss(loss, out, first["y"], "output_loss", "(outputs, targets)")
     if check and C.is_concrete((params, dataset)):
         loss = _dataset_loss_jit(apply_fn, kind, params, dataset, b)
         C.check_finite_value(loss, "the dataset loss")
