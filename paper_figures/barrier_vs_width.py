@@ -38,6 +38,6 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
             ax.set_xlabel("hidden width")
             ax.set_ylabel(f"test {name} barrier")
             ax.set_title(f"{d}, depth {cfg['depth']}")
-    axes[0, 0].legend()
+    axes[-1, -1].legend()
     plotting.label_panels(axes.ravel())
     return plotting.save(fig, out_dir, "barrier_vs_width")
