@@ -163,7 +163,7 @@ def main(argv=None):
     widths = (64, 128) if args.quick else (128, 256, 512)
     repeats = 2 if args.quick else 3
     res = {"weight_matching": [bench_weight_matching(w, repeats) for w in widths],
-           "path_evaluation": [bench_path(w, repeats) for w in widths[-1:]],
+           "path_evaluation": [bench_path(w, repeats) for w in (32, widths[-1])],
            "machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
                        "load_average": list(os.getloadavg()), "jax": jax.__version__,
                        "backend": jax.default_backend()}}
