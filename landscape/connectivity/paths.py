@@ -110,7 +110,7 @@ def _metrics_fn(loss_fn, error_fn, has_state):
 
 
 def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, error_fn=None,
-                  test_dataset=None, batch_size=None, chunk_size=None, recompute_state=None):
+                  test_dataset=None, batch_size=None, chunk_size=8, recompute_state=None):
     """Evaluate metrics at ``point_fn(coord, endpoints) -> (params, state)`` for each coordinate.
 
     The engine behind :func:`interpolate`, the simplex path, Bezier curves and layer-wise paths.
@@ -124,19 +124,18 @@ def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, er
     T.check_batch(dataset, "dataset")
     if test_dataset is not None:
         T.check_batch(test_dataset, "test_dataset")
-    state_shape = jax.eval_shape(lambda c, e: point_fn(c, e)[1], coords[0], endpoints)
-    run = _compiled(point_fn, loss_fn, error_fn, state_shape is not None, recompute_state,
-                    batch_size, chunk_size)
+    run = _compiled(point_fn, loss_fn, error_fn, recompute_state, batch_size,
+                    None if chunk_size is None else min(int(chunk_size), len(coords)))
     return run(coords, endpoints, dataset, test_dataset)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(point_fn, loss_fn, error_fn, has_state, recompute_state, batch_size, chunk_size):
+def _compiled(point_fn, loss_fn, error_fn, recompute_state, batch_size, chunk_size):
     """One jitted evaluator per (functions, sizes): repeated calls reuse the compilation."""
-    metrics = _metrics_fn(loss_fn, error_fn, has_state)
 
     def one(coord, endpoints, data, test):
         params, state = point_fn(coord, endpoints)
+        metrics = _metrics_fn(loss_fn, error_fn, state is not None)
         if recompute_state is not None:
             state = recompute_state(params, state, data)
         out = dataset_mean(lambda b: metrics(params, state, b), data, batch_size)
@@ -161,7 +160,7 @@ def _lerp_point(alpha, ends):
 
 def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, alphas=None,
                 error_fn=None, test_dataset=None, batch_size: int | None = None,
-                chunk_size: int | None = None, state_a=None, state_b=None,
+                chunk_size: int | None = 8, state_a=None, state_b=None,
                 state_policy: str = "interpolate", recompute_state=None) -> Path:
     """Loss (and error) along ``(1 - alpha) params_a + alpha params_b``, in one compiled call.
 
@@ -172,7 +171,8 @@ def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, a
       num_points: grid size of ``linspace(0, 1)``, ignored when ``alphas`` is given (which must
         start at 0, end at 1 and increase).
       batch_size: examples per scanned batch (``None``: the whole dataset at once).
-      chunk_size: alphas evaluated together under ``vmap`` (``None``: all at once).
+      chunk_size: alphas evaluated together under ``vmap`` (default 8; ``None``: one at a
+        time in a ``lax.map`` loop). Memory grows with ``chunk_size * batch_size``.
       state_policy: ``"interpolate"`` or ``"recompute"`` (then ``recompute_state(params, state,
         dataset) -> state`` is called at each alpha, starting from the lerped state).
 
@@ -280,7 +280,7 @@ def _simplex_point(w, ends):
 
 def interpolate_simplex(loss_fn, params_list: Sequence, dataset, resolution: int = 8, *,
                         error_fn=None, test_dataset=None, batch_size=None,
-                        chunk_size=None) -> SimplexPath:
+                        chunk_size=8) -> SimplexPath:
     """Loss over the simplex ``sum_i w_i theta_i`` of three or more models, in one compiled call."""
     if len(params_list) < 2:
         raise ValueError("params_list needs at least two models")
