@@ -202,7 +202,7 @@ def test_linearized_operator_equals_its_base(ce, ce_hessian_ref):
     assert_close(curvature.dense(sub), ce_hessian_ref[16:, 16:])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_operators_are_symmetric(symmetric_ops, seed):
     for op in symmetric_ops:
