@@ -95,7 +95,8 @@ def test_general_svm_comparison_projects_out_the_tie_space():
     np.testing.assert_allclose(cmp.corr_perp, 1.0, atol=1e-9)
     np.testing.assert_allclose(cmp.norm_fin, np.linalg.norm(fin), rtol=1e-9)
     assert cmp.corr_full[0] < cmp.corr_full[-1] < 1.0 and cmp.multi == 1
-    sel = att.selected_set(100 * sol.W, tok.X, tok.Z, threshold=1e-3)
+    with jax.enable_x64(True):
+        sel = att.selected_set(100 * sol.W, tok.X, tok.Z, threshold=1e-3)
     assert np.all(sel[mask])  # tied selected tokens keep their mass
     with pytest.raises(ValueError, match="threshold"):
         att.selected_set(sol.W, tok.X, tok.Z, threshold=1.5)
