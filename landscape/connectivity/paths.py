@@ -3,8 +3,9 @@
 The linear path is ``theta(alpha) = (1 - alpha) theta_A + alpha theta_B``. :func:`interpolate`
 evaluates the mean loss (and error, when ``error_fn`` is given) over the whole dataset, and over
 a test set when given, at every alpha in ONE jit-compiled call: alphas are processed with
-``lax.map`` in vmapped chunks of ``chunk_size`` (bounding memory to ``chunk_size`` models times
-one batch), and the dataset with ``lax.scan`` over batches of ``batch_size``, averaging exactly.
+``lax.map`` (one at a time, or in vmapped chunks of ``chunk_size``, bounding memory to
+``chunk_size`` models times one batch), and the dataset with ``lax.scan`` over batches of
+``batch_size``, averaging exactly. The compiled evaluator is cached on the functions and sizes.
 
 Non-parameter state (BatchNorm running statistics) follows an explicit ``state_policy``:
 ``"interpolate"`` (lerp the states like the params) or ``"recompute"`` (call
@@ -110,7 +111,7 @@ def _metrics_fn(loss_fn, error_fn, has_state):
 
 
 def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, error_fn=None,
-                  test_dataset=None, batch_size=None, chunk_size=8, recompute_state=None):
+                  test_dataset=None, batch_size=None, chunk_size=None, recompute_state=None):
     """Evaluate metrics at ``point_fn(coord, endpoints) -> (params, state)`` for each coordinate.
 
     The engine behind :func:`interpolate`, the simplex path, Bezier curves and layer-wise paths.
@@ -160,7 +161,7 @@ def _lerp_point(alpha, ends):
 
 def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, alphas=None,
                 error_fn=None, test_dataset=None, batch_size: int | None = None,
-                chunk_size: int | None = 8, state_a=None, state_b=None,
+                chunk_size: int | None = None, state_a=None, state_b=None,
                 state_policy: str = "interpolate", recompute_state=None) -> Path:
     """Loss (and error) along ``(1 - alpha) params_a + alpha params_b``, in one compiled call.
 
@@ -171,8 +172,9 @@ def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, a
       num_points: grid size of ``linspace(0, 1)``, ignored when ``alphas`` is given (which must
         start at 0, end at 1 and increase).
       batch_size: examples per scanned batch (``None``: the whole dataset at once).
-      chunk_size: alphas evaluated together under ``vmap`` (default 8; ``None``: one at a
-        time in a ``lax.map`` loop). Memory grows with ``chunk_size * batch_size``.
+      chunk_size: alphas evaluated together under ``vmap`` (default ``None``: one at a time
+        in a compiled ``lax.map`` loop, which was as fast or faster on CPU in
+        ``benchmarks/connectivity_vs_numpy.py``). Memory grows with ``chunk_size * batch_size``.
       state_policy: ``"interpolate"`` or ``"recompute"`` (then ``recompute_state(params, state,
         dataset) -> state`` is called at each alpha, starting from the lerped state).
 
@@ -280,7 +282,7 @@ def _simplex_point(w, ends):
 
 def interpolate_simplex(loss_fn, params_list: Sequence, dataset, resolution: int = 8, *,
                         error_fn=None, test_dataset=None, batch_size=None,
-                        chunk_size=8) -> SimplexPath:
+                        chunk_size=None) -> SimplexPath:
     """Loss over the simplex ``sum_i w_i theta_i`` of three or more models, in one compiled call."""
     if len(params_list) < 2:
         raise ValueError("params_list needs at least two models")
