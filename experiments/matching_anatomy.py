@@ -62,11 +62,12 @@ def _train_pair(config):
 def _overlaps(pa, pb, k):
     ov = C.subspace_overlap(pa, pb, k=k)
     return {key: {"left": o.left, "right": o.right, "sv_a": o.sv_a,
-                  "random": np.arange(1, len(o.left) + 1) / np.asarray(pa_shape(pa, key))}
+                  "random": np.arange(1, len(o.left) + 1) / _rows(pa, key)}
             for key, o in ov.items()}
 
 
-def pa_shape(params, key):
+def _rows(params, key):
+    """Rows of a weight matrix: the dimension of its left singular vectors."""
     return C.leaf_keys(params)[key].shape[0]
 
 
