@@ -126,3 +126,10 @@ def test_curvlinops_counting_operator_matches_our_hvp():
     theirs = S.matvec(tm.jax_flat_to_torch_flat("mlp", params, v))
     assert S.count == 1
     assert _rel(tm.torch_flat_to_jax_flat("mlp", params, theirs), ours) < 10 * RTOL
+
+
+def test_shifted_matmul_cnn_is_the_same_function():
+    data, params, jdata, _ = _problem("cnn", n=8)
+    a = dm.apply_cnn(params, jdata["x"])
+    b = dm.apply_cnn_shifted(params, jdata["x"])
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=10 * RTOL, atol=10 * RTOL)
