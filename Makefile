@@ -17,8 +17,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	touch $@
 
 # The peers of the benchmark (PyTorch CPU build, PyHessian, curvlinops); see README "Benchmarks".
+# curvlinops and backpack go in with --no-deps: backpack declares torchvision, which only its
+# example loaders import and which would pull a different torch build.
 $(VENV)/.compare-installed: $(VENV)/.dev-installed
 	$(PIP) -e '.[dev,compare]'
+	$(PIP) --no-deps 'backpack-for-pytorch==1.7.1' 'curvlinops-for-pytorch==3.0.1'
 	touch $@
 
 ## make test: the whole suite, in float32 and again with JAX_ENABLE_X64=1.
@@ -41,6 +44,7 @@ figures-smoke: $(VENV)/.dev-installed
 
 ## make bench: side-by-side measurements against the peers; writes bench_results/*.json.
 bench: $(VENV)/.compare-installed
+	$(PYTEST) tests/test_benchmark_harness.py
 	$(PY) benchmarks/curvature_vs_peers.py
 	$(PY) benchmarks/connectivity_vs_numpy.py
 
