@@ -15,7 +15,7 @@ FIG = importlib.import_module("paper_figures.barrier_vs_width")
 
 @pytest.fixture(scope="module")
 def result():
-    return experiment.run_experiment("barrier_vs_width", E.Config.smoke(), quiet=True)
+    return experiment.ensure("barrier_vs_width", E.Config.smoke(), quiet=True)
 
 
 def _finite(x):

@@ -16,7 +16,7 @@ FIG = importlib.import_module("paper_figures.hessian_outliers")  # root is on sy
 
 @pytest.fixture(scope="module")
 def result():
-    return experiment.run_experiment("hessian_outliers", E.Config.smoke(), quiet=True)
+    return experiment.ensure("hessian_outliers", E.Config.smoke(), quiet=True)
 
 
 def _finite(x):

@@ -17,7 +17,7 @@ FIG = importlib.import_module("paper_figures.hessian_spectrum")
 
 @pytest.fixture(scope="module")
 def result():
-    return experiment.run_experiment("hessian_spectrum", E.Config.smoke(), quiet=True)
+    return experiment.ensure("hessian_spectrum", E.Config.smoke(), quiet=True)
 
 
 def _finite(x):

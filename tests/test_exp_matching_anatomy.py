@@ -15,7 +15,7 @@ FIG = importlib.import_module("paper_figures.matching_anatomy")
 
 @pytest.fixture(scope="module")
 def result():
-    return experiment.run_experiment("matching_anatomy", E.Config.smoke(), quiet=True)
+    return experiment.ensure("matching_anatomy", E.Config.smoke(), quiet=True)
 
 
 def _finite(x):

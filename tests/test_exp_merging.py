@@ -15,7 +15,7 @@ FIG = importlib.import_module("paper_figures.merging")
 
 @pytest.fixture(scope="module")
 def result():
-    return experiment.run_experiment("merging", E.Config.smoke(), quiet=True)
+    return experiment.ensure("merging", E.Config.smoke(), quiet=True)
 
 
 def _finite(x):

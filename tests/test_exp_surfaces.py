@@ -15,7 +15,7 @@ FIG = importlib.import_module("paper_figures.surfaces")
 
 @pytest.fixture(scope="module")
 def result():
-    return experiment.run_experiment("surfaces", E.Config.smoke(), quiet=True)
+    return experiment.ensure("surfaces", E.Config.smoke(), quiet=True)
 
 
 def _finite(x):
