@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
+
+from _report import median_time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,13 +40,7 @@ def _parse(argv):
 
 
 def _median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_time(fn, repeats)[0]  # one warm-up call, then the median of `repeats`
 
 
 def _mlp(key, widths):

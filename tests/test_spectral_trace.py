@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _planted import planted
 
 from landscape import spectral
 from landscape.curvature.operator import MatrixOperator
@@ -11,12 +12,6 @@ from landscape.curvature.operator import MatrixOperator
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = np.float64 if X64 else np.float32
 N = 100
-
-
-def planted(lam, seed):
-    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(lam), len(lam))))
-    A = (Q * lam) @ Q.T
-    return (A + A.T) / 2
 
 
 @pytest.fixture(scope="module")
