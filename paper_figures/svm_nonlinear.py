@@ -1,8 +1,12 @@
-"""Figure: ReLU head, general SVM prediction against GD.
+"""Figure: ReLU head, the general SVM prediction against GD.
 
-(a) corr of the component of W_t orthogonal to the tie space S_fin with the general Att-SVM
-solution (solid), and of the full W_t (dashed), mean and band over seeds with a feasible SVM.
-(b) Norms of the two components: the orthogonal part grows, the S_fin part should level off.
+Seeds whose selected sets are unambiguous (the same at the threshold and at a tenth of it) and
+whose general SVM is feasible are drawn; the title counts them.
+(a) Correlation with the general Att-SVM solution W_mm(O): of the growth of the orthogonal part
+over the last decade (solid), of the orthogonal part itself and of the full W_t (dashed); mean
+and band over seeds. (b) Norms of the two parts: ||W_perp|| grows like log t, ||W_fin|| levels
+off. (c) Softmax mass outside the selected sets (decays like a power of t) and the smallest
+weight of a selected token (stays finite), one line per seed.
 """
 
 from __future__ import annotations
@@ -19,23 +23,41 @@ EXPERIMENTS = ("svm_nonlinear",)
 def draw(results: dict, out_dir: Path) -> list[Path]:
     res = results["svm_nonlinear"]
     cfg, m = res.config, res.metrics
-    steps = np.asarray(m["steps"])
-    ok = np.asarray(m["feasible"], bool)
-    fig, axes = plotting.figure(2, 1, width=3.3, height=2.6)
+    steps = np.asarray(m["steps"])[1:]
+    ok = (np.asarray(m["feasible"], bool)
+          & np.asarray(m["set_stable_at_threshold_over_10"], bool))
+    get = lambda k: np.asarray(m[k], float)[ok][:, 1:]  # noqa: E731
+    fig, axes = plotting.figure(3, 1, width=3.2, height=2.6)
     ax = axes[0]
     if ok.any():
-        plotting.band(ax, steps, np.asarray(m["corr_perp"])[ok], label=r"corr$(W_\perp, W^{mm})$")
-        plotting.band(ax, steps, np.asarray(m["corr_full"])[ok], label=r"corr$(W, W^{mm})$")
-    ax.set_xlabel("normalised-GD step")
-    ax.set_ylabel("correlation with general SVM")
-    ax.set_title(f"ReLU head width {cfg['head_width']}; {ok.sum()}/{len(ok)} seeds feasible")
-    ax.legend(fontsize=7)
+        plotting.band(ax, steps, get("corr_growth"), label=r"growth of $W_\perp$ over a decade")
+        plotting.band(ax, steps, get("corr_perp"), label=r"$W_\perp$")
+        line = plotting.band(ax, steps, get("corr_full"), label=r"$W$")
+        line.set_linestyle("--")
+    ax.set_xscale("log")
+    ax.set_xlabel("GD step t")
+    ax.set_ylabel(r"corr with general SVM $W^{mm}(\mathcal{O})$")
+    ax.set_title(f"ReLU head width {cfg['head_width']}; {ok.sum()}/{len(ok)} seeds")
+    ax.legend(fontsize=6)
     ax = axes[1]
     if ok.any():
-        plotting.band(ax, steps, np.asarray(m["norm_perp"])[ok], label=r"$\|W_\perp\|$")
-        plotting.band(ax, steps, np.asarray(m["norm_fin"])[ok], label=r"$\|W_{fin}\|$")
-    ax.set_xlabel("normalised-GD step")
+        plotting.band(ax, steps, get("norm_perp"), label=r"$\|W_\perp\|$")
+        plotting.band(ax, steps, get("norm_fin"), label=r"$\|W_{fin}\|$")
+    ax.set_xscale("log")
+    ax.set_xlabel("GD step t")
     ax.set_ylabel("Frobenius norm")
     ax.legend(fontsize=7)
+    ax = axes[2]
+    for j, (out, inn) in enumerate(zip(get("mass_out"), get("mass_in_min"), strict=True)):
+        color = plotting.COLORS[j % len(plotting.COLORS)]
+        ax.plot(steps, out, color=color, lw=0.9)
+        ax.plot(steps, inn, color=color, lw=0.9, ls="--")
+    ax.plot([], [], color="0.3", label="mass outside the sets (max over examples)")
+    ax.plot([], [], color="0.3", ls="--", label="smallest selected weight")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("GD step t")
+    ax.set_ylabel("softmax weight")
+    ax.legend(fontsize=6)
     plotting.label_panels(axes)
     return plotting.save(fig, out_dir, "svm_nonlinear")

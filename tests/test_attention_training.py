@@ -80,6 +80,25 @@ def test_train_attention_rejects_bad_record_every():
                             att.linear_head(tok.v), num_steps=10, record_every=3)
 
 
+def test_record_at_gives_the_same_iterates_as_record_every():
+    with jax.enable_x64(True):
+        tok = data.token_selection_data(jax.random.key(3), 3, 4, 4, dtype=jnp.float64)
+        p = {"W": 0.1 * jax.random.normal(jax.random.key(5), (4, 4), jnp.float64)}
+        head = att.linear_head(tok.v)
+        every = att.train_attention(p, tok.X, tok.Z, tok.Y, head, num_steps=60, record_every=10,
+                                    optimizer=optax.sgd(0.5))
+        at = att.train_attention(p, tok.X, tok.Z, tok.Y, head, num_steps=60,
+                                 optimizer=optax.sgd(0.5), record_at=[0, 10, 30, 60])
+    np.testing.assert_array_equal(np.asarray(at.steps), [0, 10, 30, 60])
+    np.testing.assert_allclose(np.asarray(at.W), np.asarray(every.W)[[0, 1, 3, 6]], rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(at.loss), np.asarray(every.loss)[[0, 1, 3, 6]],
+                               rtol=1e-13)
+    for bad, msg in (([0, 20, 10], "non-decreasing"), ([0, 10], "must equal num_steps"),
+                     ([0.0, 60.0], "ints")):
+        with pytest.raises(ValueError, match=msg):
+            att.train_attention(p, tok.X, tok.Z, tok.Y, head, num_steps=60, record_at=bad)
+
+
 def test_general_svm_comparison_projects_out_the_tie_space():
     with jax.enable_x64(True):
         tok = data.token_selection_data(jax.random.key(4), 3, 4, 4, dtype=jnp.float64)
@@ -95,6 +114,22 @@ def test_general_svm_comparison_projects_out_the_tie_space():
     np.testing.assert_allclose(cmp.corr_perp, 1.0, atol=1e-9)
     np.testing.assert_allclose(cmp.norm_fin, np.linalg.norm(fin), rtol=1e-9)
     assert cmp.corr_full[0] < cmp.corr_full[-1] < 1.0 and cmp.multi == 1
+    # A bounded offset r in the orthogonal part spoils corr_perp but not the growth direction.
+    r = rng.normal(size=(4, 4))
+    logt = np.log([10.0, 100.0, 1000.0, 10_000.0])
+    Ws = np.stack([fin + lt * sol.W + r for lt in logt])
+    cmp = att.compare_general_svm(Ws, tok.X, tok.Z, mask, growth_lag=2)
+    assert np.all(np.isnan(cmp.corr_growth[:2]))
+    np.testing.assert_allclose(cmp.corr_growth[2:], 1.0, atol=1e-9)
+    assert cmp.corr_perp[-1] < 1.0 - 1e-4
+    # Softmax masses: outside the sets they vanish as W grows along W_mm; the two tied selected
+    # tokens of example 1 keep weights set by the fixed S_fin part.
+    # Every unselected margin is >= 1 and the logit gaps grow by log t: mass ~ 1/t or faster.
+    assert np.all(np.diff(cmp.mass_out) < 0) and cmp.mass_out[-1] < 0.12 * cmp.mass_out[-2]
+    assert 0.0 < cmp.mass_in_min[-1] < 0.5
+    np.testing.assert_allclose(cmp.mass_in_min[-1], cmp.mass_in_min[-2], rtol=2e-3)
+    with pytest.raises(ValueError, match="growth_lag"):
+        att.compare_general_svm(Ws, tok.X, tok.Z, mask, growth_lag=0)
     with jax.enable_x64(True):
         sel = att.selected_set(100 * sol.W, tok.X, tok.Z, threshold=1e-3)
     assert np.all(sel[mask])  # tied selected tokens keep their mass

@@ -9,6 +9,14 @@ finite matrix, and ``W_perp`` grows in the direction of the general Att-SVM solu
 (every selected token beats every unselected one by a margin, selected tokens tie; see
 ``att_svm`` with a boolean mask). ``compare_general_svm`` measures both predictions along a
 trajectory: ``corr(W_perp(t), W_mm)`` should go to 1 and ``||W_fin(t)||`` should level off.
+
+How fast. Plain GD grows ``||W_perp||`` like ``log t`` (the unselected softmax mass decays like a
+power of ``t``), so ``corr(W_perp(t), W_mm)`` approaches 1 at the slow ``1/log t`` rate of Soudry
+et al. (2018): ``W_perp(t) = W_mm log(t)/c + r(t)`` with a bounded ``r``. The *growth direction*,
+``W_perp(t) - W_perp(t')`` over a late window, removes ``r`` and is the sharp check
+(``corr_growth``). Normalised GD, which makes ``||W||`` grow linearly when there is no finite part,
+does not help here: its step stays ``eta`` in norm while ``W_fin`` needs a shrinking step to
+settle, so ``W_fin`` keeps oscillating and ``||W_perp||`` again grows only like ``log t``.
 """
 
 from __future__ import annotations
@@ -64,6 +72,12 @@ class GeneralSVMComparison(NamedTuple):
       corr_perp: ``(R,)`` ``corr(W_perp(t), W_mm)``.
       corr_full: ``(R,)`` ``corr(W(t), W_mm)``.
       norm_fin: ``(R,)`` ``||W_fin(t)||_F``; norm_perp: ``(R,)`` ``||W_perp(t)||_F``.
+      corr_growth: ``(R,)`` ``corr(W_perp(t_r) - W_perp(t_{r-lag}), W_mm)``, the direction in
+        which ``W_perp`` grows over the last ``lag`` records (NaN for ``r < lag``).
+      mass_out: ``(R,)`` the largest softmax mass any example puts outside its set ``O_i``
+        (the prediction: decays to 0).
+      mass_in_min: ``(R,)`` the smallest softmax weight of any selected token (the prediction:
+        stays finite, set by ``W_fin``).
       multi: number of examples with more than one (but not every) selected token.
       excluded: examples whose every token keeps mass (no constraint; left out of the SVM).
     """
@@ -74,18 +88,26 @@ class GeneralSVMComparison(NamedTuple):
     corr_full: np.ndarray
     norm_fin: np.ndarray
     norm_perp: np.ndarray
+    corr_growth: np.ndarray
+    mass_out: np.ndarray
+    mass_in_min: np.ndarray
     multi: int
     excluded: int
 
 
-def compare_general_svm(Ws, X, Z, selected) -> GeneralSVMComparison:
+def compare_general_svm(Ws, X, Z, selected, *, growth_lag: int = 1) -> GeneralSVMComparison:
     """Compare records ``Ws`` ``(R, d, d)`` with the general Att-SVM of the mask ``selected``.
 
     Examples that keep every token are left out of the SVM (they constrain nothing).
+    ``growth_lag`` (records) sets the window of ``corr_growth``; with log-spaced records, the
+    number of records per decade compares ``W_perp`` across a decade of ``t``.
     Host-level (float64 numpy). If the general SVM is infeasible the correlations are NaN and
     ``solution.feasible`` is False.
     """
+    if not isinstance(growth_lag, (int, np.integer)) or growth_lag < 1:
+        raise ValueError(f"growth_lag must be an int >= 1; got {growth_lag!r}")
     sel = np.asarray(selected, bool)
+    X_all, Z_all = np.asarray(X, np.float64), np.asarray(Z, np.float64)
     keep = ~sel.all(axis=1)
     if not keep.any():
         raise ValueError("selected keeps every token of every example: there is no SVM to solve")
@@ -102,9 +124,17 @@ def compare_general_svm(Ws, X, Z, selected) -> GeneralSVMComparison:
     perp = flat @ P
     fin = flat - perp
     ref = sol.W.ravel()
+    growth = np.full_like(perp, np.nan)
+    growth[growth_lag:] = perp[growth_lag:] - perp[:-growth_lag]
     with np.errstate(invalid="ignore", divide="ignore"):
         corr_perp = perp @ ref / (np.linalg.norm(perp, axis=1) * np.linalg.norm(ref))
         corr_full = flat @ ref / (np.linalg.norm(flat, axis=1) * np.linalg.norm(ref))
+        corr_growth = growth @ ref / (np.linalg.norm(growth, axis=1) * np.linalg.norm(ref))
+    with jax.enable_x64(True):
+        probs = np.asarray(jax.vmap(lambda W: attention_probs(W, X_all, Z_all))(
+            jnp.asarray(Ws)))
+    mass_out = np.where(sel, 0.0, probs).sum(-1).max(-1)
+    mass_in_min = np.where(sel, probs, np.inf).min(axis=(-2, -1))
     return GeneralSVMComparison(sel, sol, corr_perp, corr_full, np.linalg.norm(fin, axis=1),
-                                np.linalg.norm(perp, axis=1), int((mask.sum(1) > 1).sum()),
-                                int((~keep).sum()))
+                                np.linalg.norm(perp, axis=1), corr_growth, mass_out, mass_in_min,
+                                int((mask.sum(1) > 1).sum()), int((~keep).sum()))

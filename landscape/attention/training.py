@@ -132,14 +132,30 @@ class AttentionTrajectory(NamedTuple):
 def train_attention(
     params, X, Z, Y, head, *, num_steps: int, learning_rate: float = 0.1, ridge: float = 0.0,
     record_every: int = 10, optimizer: optax.GradientTransformation | None = None,
+    record_at=None,
 ) -> AttentionTrajectory:
     """Run normalised GD (or ``optimizer``) for ``num_steps`` and record ``W`` periodically.
 
     ``params`` is ``{"W": (d,d)}`` or ``{"K": (d,m), "Q": (d,m)}``. ``num_steps`` must be a
     multiple of ``record_every``; ``R = num_steps // record_every + 1`` records (the first at step
     0). jit-able with ``num_steps``, ``record_every`` and ``head`` static.
+
+    ``record_at``: instead of a fixed interval, a host sequence of non-decreasing step counts
+    ``(R,)`` (for example log-spaced, to follow a run over several decades of ``t``); ``W`` is
+    recorded after exactly those many steps, ``num_steps`` must equal ``record_at[-1]`` and
+    ``record_every`` is ignored. Each segment runs in a ``fori_loop``, so the number of steps
+    costs no memory and no compile time.
     """
-    if num_steps % record_every:
+    if record_at is not None:
+        at = np.asarray(record_at)
+        if at.ndim != 1 or at.size == 0 or not np.issubdtype(at.dtype, np.integer):
+            raise ValueError(f"record_at must be a non-empty 1-D sequence of ints; got {at!r}")
+        if at[0] < 0 or np.any(np.diff(at) < 0):
+            raise ValueError("record_at must be non-negative and non-decreasing")
+        if at[-1] != num_steps:
+            raise ValueError(
+                f"record_at[-1] ({int(at[-1])}) must equal num_steps ({num_steps})")
+    elif num_steps % record_every:
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})")
     opt = optimizer or normalized_gd(learning_rate)
@@ -157,6 +173,14 @@ def train_attention(
         return carry, (combined_W(carry[0]), data_loss(carry[0]))
 
     carry = (params, opt.init(params))
+    if record_at is not None:
+        def segment(carry, n):
+            carry = lax.fori_loop(0, n, lambda _, c: step(c, None)[0], carry)
+            return carry, (combined_W(carry[0]), data_loss(carry[0]))
+
+        lengths = jnp.asarray(np.diff(at, prepend=0), jnp.int32)
+        carry, (Ws, losses) = lax.scan(segment, carry, lengths)
+        return AttentionTrajectory(jnp.asarray(at), Ws, losses, carry[0])
     carry, (Ws, losses) = lax.scan(chunk, carry, None, length=num_steps // record_every)
     Ws = jnp.concatenate([combined_W(params)[None], Ws])
     losses = jnp.concatenate([data_loss(params)[None], losses])
