@@ -1,8 +1,9 @@
 """Figure: GD on separable logistic regression approaches the hard-margin SVM at rate 1/log t.
 
 (a) The first dataset, the SVM separator and GD separators at a few times. (b) Direction gap
-times log t against t (a 1/log t rate makes this level off). (c) Loss times t and ||w_t|| / log t
-(dashed lines: ||w_hat||).
+times log t against t (solid), the same for the predicted path w_hat log t + w_tilde (dotted) and
+its limit ||P_perp w_tilde|| / ||w_hat|| (dashed). (c) The residual ||w_t - w_hat log t - w_tilde||
+with the predicted power law t^-kappa (dashed). (d) Loss times t and its limit ||w_hat||^2 / eta.
 """
 
 from __future__ import annotations
@@ -35,22 +36,36 @@ def _separators(ax, row):
 def draw(results: dict, out_dir: Path) -> list[Path]:
     res = results["implicit_bias_logistic"]
     cfg, m = res.config, res.metrics
-    fig, axes = plotting.figure(3, 1, width=3.1, height=2.6)
+    fig, axes = plotting.figure(4, 1, width=2.9, height=2.6)
     _separators(axes[0], m["datasets"][0])
-    axes[0].set_title("GD separators (grey, darker = later)")
+    axes[0].set_title("GD separators (darker = later)", fontsize=8)
     for j, row in enumerate(m["datasets"]):
         steps, color = np.asarray(row["steps"]), plotting.COLORS[j]
+        pred = row["prediction"]
+        logt = np.log(steps)
         axes[1].plot(steps, row["gap_times_log"], color=color, label=f"dataset {j}")
-        axes[2].plot(steps, np.asarray(row["loss"]) * steps, color=color)
-        axes[2].plot(steps, row["norm_over_log"], ":", color=color)
-        axes[2].axhline(np.linalg.norm(row["w_hat"]), color=color, ls="--", lw=0.8)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("GD step t")
-    axes[1].set_ylabel(r"$\|w_t/\|w_t\| - \hat w/\|\hat w\|\| \cdot \log t$")
-    axes[1].set_title(f"step {cfg['learning_rate']}, float64")
+        axes[1].plot(steps, np.asarray(row["predicted_gap"]) * logt, ":", color=color)
+        axes[1].axhline(pred["gap_limit"], color=color, ls="--", lw=0.8)
+        resid = np.asarray(row["residual"])
+        fitted = row["residual_decay_exponent"]
+        axes[2].plot(steps, resid, color=color,
+                     label=rf"$\kappa$ = {pred['exponent']:.2f} (fit {fitted:.2f})")
+        axes[2].plot(steps, resid[-1] * (steps / steps[-1]) ** (-pred["exponent"]), "--",
+                     color=color, lw=0.8)
+        axes[3].plot(steps, np.asarray(row["loss"]) * steps, color=color)
+        axes[3].axhline(pred["loss_times_t"], color=color, ls="--", lw=0.8)
+    for ax in axes[1:]:
+        ax.set_xscale("log")
+        ax.set_xlabel("GD step t")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel(r"direction gap $\cdot \log t$")
+    axes[1].set_title(f"step {cfg['learning_rate']}; dotted: " + r"$\hat w \log t + \tilde w$")
     axes[1].legend(fontsize=6)
-    axes[2].set_xscale("log")
-    axes[2].set_xlabel("GD step t")
-    axes[2].set_ylabel(r"loss $\cdot t$ (solid), $\|w_t\|/\log t$ (dotted)")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel(r"$\|w_t - \hat w \log t - \tilde w\|$")
+    axes[2].set_title(r"dashed: predicted $t^{-\kappa}$")
+    axes[2].legend(fontsize=6)
+    axes[3].set_ylabel(r"loss $\cdot\, t$")
+    axes[3].set_title(r"dashed: $\|\hat w\|^2/\eta$")
     plotting.label_panels(axes)
     return plotting.save(fig, out_dir, "implicit_bias_logistic")

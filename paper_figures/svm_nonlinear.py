@@ -48,14 +48,17 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
     ax.set_ylabel("Frobenius norm")
     ax.legend(fontsize=7)
     ax = axes[2]
-    for j, (out, inn) in enumerate(zip(get("mass_out"), get("mass_in_min"), strict=True)):
+    positive = lambda v: np.where((v > 0) & np.isfinite(v), v, np.nan)  # noqa: E731
+    mass_out, mass_in = positive(get("mass_out")), positive(get("mass_in_min"))
+    for j, (out, inn) in enumerate(zip(mass_out, mass_in, strict=True)):
         color = plotting.COLORS[j % len(plotting.COLORS)]
         ax.plot(steps, out, color=color, lw=0.9)
         ax.plot(steps, inn, color=color, lw=0.9, ls="--")
     ax.plot([], [], color="0.3", label="mass outside the sets (max over examples)")
     ax.plot([], [], color="0.3", ls="--", label="smallest selected weight")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if np.isfinite(mass_out).any() or np.isfinite(mass_in).any():
+        ax.set_yscale("log")
     ax.set_xlabel("GD step t")
     ax.set_ylabel("softmax weight")
     ax.legend(fontsize=6)

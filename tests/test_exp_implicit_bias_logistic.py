@@ -13,7 +13,10 @@ def test_smoke_run():
     assert len(m["datasets"]) == cfg.num_datasets
     row = m["datasets"][0]
     assert row["svm_converged"]
-    gap = np.asarray(row["direction_gap"])
-    assert np.all(np.diff(gap[len(gap) // 2:]) < 0)  # GD direction approaches the SVM
+    # GD approaches the predicted path w_hat log t + w_tilde (the direction gap itself need
+    # not fall monotonically this early on pruned data)
+    assert np.all(np.diff(np.asarray(row["residual"])) < 0)
     assert np.all(np.diff(row["loss"]) < 0)
-    assert np.isfinite(m["summary"]["fit_a"][0])
+    assert np.isfinite(m["summary"]["fit_slope_along_w_hat"][0])
+    assert np.all(np.isfinite(row["residual"])) and row["prediction"]["spans"]
+    assert len(row["y"]) + row["num_pruned"] == cfg.n_pos + cfg.n_neg
