@@ -11,7 +11,9 @@ union-find over ``(variable, axis)`` nodes:
 * ``dot_general`` joins contracted axes with each other and free axes with the output;
   ``conv_general_dilated`` joins input features with the kernel's input features and the
   kernel's output features with the output channels;
-* ``reduce_window`` (pooling) and ``slice``/``pad`` join axes they leave untouched;
+* ``reduce_window`` (pooling), static ``slice``, ``pad`` and ``concatenate`` join the axes they
+  leave untouched (so convolutions written as shifted matrix products, ``ShiftConv``, are
+  followed like ``conv_general_dilated``);
 * ``reshape`` joins unchanged axes; a merge ``(..., L, C) -> (..., L*C)`` links the merged axis
   to ``C`` as a *block* axis (a channel-last flatten into a dense layer);
 * calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, remat) are followed inside;
@@ -195,6 +197,47 @@ def _windowed(g, eqn):
             g.fix((out, ax))
 
 
+def _sliced(g, eqn):
+    """A static ``slice`` keeps an axis it takes whole (start 0, full limit, stride 1)."""
+    v, out = _vars(eqn.invars)[0], eqn.outvars[0]
+    strides = eqn.params["strides"] or (1,) * len(_shape(v))
+    for ax, (lo, hi, st) in enumerate(zip(eqn.params["start_indices"],
+                                          eqn.params["limit_indices"], strides)):
+        if lo == 0 and hi == _shape(v)[ax] and st == 1:
+            g.union((v, ax), (out, ax))
+        else:
+            g.fix((v, ax))
+            g.fix((out, ax))
+
+
+def _padded(g, eqn):
+    """``pad`` keeps an axis it does not pad; the padding value is a scalar."""
+    v, out = eqn.invars[0], eqn.outvars[0]
+    if isinstance(v, jcore.Literal):
+        g.fix_var(out)
+        return
+    for ax, cfg in enumerate(eqn.params["padding_config"]):
+        if tuple(int(c) for c in cfg) == (0, 0, 0):
+            g.union((v, ax), (out, ax))
+        else:
+            g.fix((v, ax))
+            g.fix((out, ax))
+
+
+def _concatenated(g, eqn):
+    """``concatenate`` joins the other axes of all operands; the joined axis is fixed."""
+    out, dim = eqn.outvars[0], eqn.params["dimension"]
+    g.fix((out, dim))
+    for v in eqn.invars:
+        if isinstance(v, jcore.Literal):
+            continue
+        for ax in range(len(_shape(v))):
+            if ax == dim:
+                g.fix((v, ax))
+            else:
+                g.union((v, ax), (out, ax))
+
+
 def _fix_all(g, eqn):
     for v in _vars(eqn.invars) + list(eqn.outvars):
         g.fix_var(v)
@@ -249,6 +292,12 @@ def _walk(g, jaxpr, ctx=0, counter=None):
             _reshape(g, eqn)
         elif name in _WINDOW:
             _windowed(g, eqn)
+        elif name == "slice":
+            _sliced(g, eqn)
+        elif name == "pad":
+            _padded(g, eqn)
+        elif name == "concatenate":
+            _concatenated(g, eqn)
         elif (sub := _subjaxpr(eqn)) is not None:
             counter[0] += 1
             sub_ctx = counter[0]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.conv import conv_class, resolve_conv_impl
 from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     activation_fn,
@@ -43,7 +44,8 @@ class _ConvNet(nnx.Module):
     name: str = "CNN"
 
     def __init__(self, num_classes: int, *, in_channels: int, width: int, num_layers: int,
-                 kernel_size: int, activation, norm, pool: str, param_dtype, rngs: nnx.Rngs):
+                 kernel_size: int, activation, norm, pool: str, param_dtype, rngs: nnx.Rngs,
+                 conv_impl: str = "auto"):
         num_classes, in_channels, width, num_layers, kernel_size = (
             check_positive_int(value, arg) for value, arg in (
                 (num_classes, "num_classes"), (in_channels, "in_channels"), (width, "width"),
@@ -57,8 +59,10 @@ class _ConvNet(nnx.Module):
         self.activation = activation_fn(activation)
         channels = [in_channels] + [width * 2**i for i in range(num_layers)]
         kernel = (kernel_size,) * self.spatial_dims
+        conv = conv_class(conv_impl)
+        self.conv_impl = resolve_conv_impl(conv_impl)
         self.convs = nnx.List([
-            nnx.Conv(channels[i], channels[i + 1], kernel, padding="SAME", param_dtype=dtype,
+            conv(channels[i], channels[i + 1], kernel, padding="SAME", param_dtype=dtype,
                      use_bias=True, kernel_init=lecun_normal, rngs=rngs)
             for i in range(num_layers)
         ])
@@ -108,6 +112,11 @@ class CNN2D(_ConvNet):
     H, W work (the convolutions are SAME-padded and the head follows a global average).
     Param paths: ``convs/<i>/{kernel,bias}`` (kernel ``(k, k, c_in, c_out)``),
     ``norms/<i>/...``, ``head/{kernel,bias}``.
+
+    ``conv_impl``: ``"lax"`` (library convolution), ``"shift"`` (``ShiftConv``: the same
+    function and parameters as shifted matrix products, ~9x faster for curvature products and
+    training loops on CPU; see ``landscape.models.conv``) or ``"auto"`` (default: ``"shift"``
+    on the CPU backend, ``"lax"`` otherwise).
     """
 
     spatial_dims = 2
@@ -116,10 +125,11 @@ class CNN2D(_ConvNet):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, width: int = 16,
                  num_layers: int = 3, kernel_size: int = 3, activation="relu",
                  norm: str | None = None, pool: str = "avg", param_dtype=None,
-                 rngs: nnx.Rngs):
+                 conv_impl: str = "auto", rngs: nnx.Rngs):
         super().__init__(num_classes, in_channels=in_channels, width=width,
                          num_layers=num_layers, kernel_size=kernel_size, activation=activation,
-                         norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs)
+                         norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs,
+                         conv_impl=conv_impl)
 
     def _prepare(self, x):
         if jnp.ndim(x) == 3 and self.in_channels == 1:
@@ -135,6 +145,7 @@ class CNN1D(_ConvNet):
     length-2 pooling. Input ``(n, L, in_channels)`` or ``(n, L)`` when ``in_channels == 1``.
     Parameters: ``cnn_num_params(in_channels, width, num_layers, C, kernel_size, norm)``; the
     default ``width=16, num_layers=3`` has 13,642 for one channel and 10 classes.
+    ``conv_impl`` as for ``CNN2D``.
     """
 
     spatial_dims = 1
@@ -143,10 +154,11 @@ class CNN1D(_ConvNet):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, width: int = 16,
                  num_layers: int = 3, kernel_size: int = 5, activation="relu",
                  norm: str | None = None, pool: str = "avg", param_dtype=None,
-                 rngs: nnx.Rngs):
+                 conv_impl: str = "auto", rngs: nnx.Rngs):
         super().__init__(num_classes, in_channels=in_channels, width=width,
                          num_layers=num_layers, kernel_size=kernel_size, activation=activation,
-                         norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs)
+                         norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs,
+                         conv_impl=conv_impl)
 
     def _prepare(self, x):
         if jnp.ndim(x) == 2 and self.in_channels == 1:

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from landscape.models.conv import conv_class, resolve_conv_impl
 from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     apply_norm,
@@ -22,9 +23,9 @@ __all__ = ["ResNet20", "BasicBlock"]
 SHORTCUTS = ("projection", "padding")
 
 
-def _conv3x3(c_in, c_out, stride, *, bias, dtype, rngs):
+def _conv3x3(c_in, c_out, stride, *, bias, dtype, rngs, conv_impl="auto"):
     # Symmetric padding 1 (as in the paper/PyTorch), not flax's asymmetric "SAME" for stride 2.
-    return nnx.Conv(c_in, c_out, (3, 3), strides=stride, padding=((1, 1), (1, 1)),
+    return conv_class(conv_impl)(c_in, c_out, (3, 3), strides=stride, padding=((1, 1), (1, 1)),
                     use_bias=bias, param_dtype=dtype, kernel_init=lecun_normal, rngs=rngs)
 
 
@@ -39,9 +40,9 @@ class BasicBlock(nnx.Module):
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int, *, norm, shortcut: str,
-                 param_dtype, rngs: nnx.Rngs):
+                 param_dtype, rngs: nnx.Rngs, conv_impl: str = "auto"):
         bias = norm is None
-        kw = dict(dtype=param_dtype, rngs=rngs)
+        kw = dict(dtype=param_dtype, rngs=rngs, conv_impl=conv_impl)
         self.conv1 = _conv3x3(c_in, c_out, stride, bias=bias, **kw)
         self.norm1 = make_norm(norm, c_out, param_dtype=param_dtype, rngs=rngs)
         self.conv2 = _conv3x3(c_out, c_out, 1, bias=bias, **kw)
@@ -51,7 +52,8 @@ class BasicBlock(nnx.Module):
         self.shortcut = shortcut if self.changes_shape else "identity"
         projection = self.shortcut == "projection"
         self.proj = nnx.data(
-            nnx.Conv(c_in, c_out, (1, 1), strides=stride, padding="VALID", use_bias=bias,
+            conv_class(conv_impl)(c_in, c_out, (1, 1), strides=stride, padding="VALID",
+                                  use_bias=bias,
                      param_dtype=param_dtype, kernel_init=lecun_normal, rngs=rngs)
             if projection else None)
         self.proj_norm = nnx.data(
@@ -91,6 +93,9 @@ class ResNet20(nnx.Module):
       shortcut: ``"projection"`` (1x1 conv + norm, default; Git Re-Basin's choice) or
         ``"padding"`` (He et al.'s parameter-free option A).
       param_dtype: ``None`` = default float. rngs: ``nnx.Rngs``.
+      conv_impl: ``"lax"``, ``"shift"`` (``landscape.models.conv.ShiftConv``: same function
+        and parameters, faster curvature products and training loops on CPU) or ``"auto"``
+        (default: ``"shift"`` on the CPU backend).
 
     Input ``(n, H, W, in_channels)`` (or ``(n, H, W)`` if ``in_channels == 1``); output
     ``(n, num_classes)`` logits. Param paths: ``stem``, ``stem_norm``, ``stages/<s>/<b>/
@@ -99,7 +104,8 @@ class ResNet20(nnx.Module):
 
     def __init__(self, num_classes: int = 10, width_multiplier: int = 1, *,
                  norm: str | None = "batch", in_channels: int = 3,
-                 shortcut: str = "projection", param_dtype=None, rngs: nnx.Rngs):
+                 shortcut: str = "projection", param_dtype=None, conv_impl: str = "auto",
+                 rngs: nnx.Rngs):
         num_classes = check_positive_int(num_classes, "num_classes")
         width_multiplier = check_positive_int(width_multiplier, "width_multiplier")
         in_channels = check_positive_int(in_channels, "in_channels")
@@ -111,7 +117,9 @@ class ResNet20(nnx.Module):
             num_classes, width_multiplier, in_channels)
         self.norm, self.shortcut = norm, shortcut
         widths = [16 * width_multiplier, 32 * width_multiplier, 64 * width_multiplier]
-        self.stem = _conv3x3(in_channels, widths[0], 1, bias=norm is None, dtype=dtype, rngs=rngs)
+        self.conv_impl = resolve_conv_impl(conv_impl)  # validates before building anything
+        self.stem = _conv3x3(in_channels, widths[0], 1, bias=norm is None, dtype=dtype, rngs=rngs,
+                             conv_impl=conv_impl)
         self.stem_norm = make_norm(norm, widths[0], param_dtype=dtype, rngs=rngs)
         stages, c_in = [], widths[0]
         for s, c in enumerate(widths):
@@ -119,7 +127,7 @@ class ResNet20(nnx.Module):
             for b in range(3):
                 stride = 2 if (s > 0 and b == 0) else 1
                 blocks.append(BasicBlock(c_in, c, stride, norm=norm, shortcut=shortcut,
-                                         param_dtype=dtype, rngs=rngs))
+                                         param_dtype=dtype, rngs=rngs, conv_impl=conv_impl))
                 c_in = c
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
