@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q
-PYTEST := $(PY) -m pytest -q -n 2 -p no:cacheprovider
+PYTEST := $(PY) -m pytest -q -n 2 -p no:cacheprovider --durations=15
 
 .PHONY: test test-x32 test-x64 figures figures-smoke bench lint clean
 

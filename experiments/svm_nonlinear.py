@@ -80,8 +80,8 @@ def run_seed(config: Config, s: int) -> dict:
                                          learning_rate=c.learning_rate))
         traj = train({"W": W0})
         Ws = np.asarray(traj.W)
-    sel = att.selected_set(Ws[-1], tok.X, tok.Z, c.threshold)
-    sel_lower = att.selected_set(Ws[-1], tok.X, tok.Z, c.threshold / 10)
+        sel = att.selected_set(Ws[-1], tok.X, tok.Z, c.threshold)
+        sel_lower = att.selected_set(Ws[-1], tok.X, tok.Z, c.threshold / 10)
     common = {"set_sizes": sel.sum(1), "loss": np.asarray(traj.loss),
               "set_stable_at_threshold_over_10": bool((sel == sel_lower).all())}
     if sel.all(axis=1).all():

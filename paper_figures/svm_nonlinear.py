@@ -38,7 +38,8 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
     ax.set_xlabel("GD step t")
     ax.set_ylabel(r"corr with general SVM $W^{mm}(\mathcal{O})$")
     ax.set_title(f"ReLU head width {cfg['head_width']}; {ok.sum()}/{len(ok)} seeds")
-    ax.legend(fontsize=6)
+    if ok.any():
+        ax.legend(fontsize=6)
     ax = axes[1]
     if ok.any():
         plotting.band(ax, steps, get("norm_perp"), label=r"$\|W_\perp\|$")
@@ -46,7 +47,8 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("GD step t")
     ax.set_ylabel("Frobenius norm")
-    ax.legend(fontsize=7)
+    if ok.any():
+        ax.legend(fontsize=7)
     ax = axes[2]
     positive = lambda v: np.where((v > 0) & np.isfinite(v), v, np.nan)  # noqa: E731
     mass_out, mass_in = positive(get("mass_out")), positive(get("mass_in_min"))

@@ -8,6 +8,26 @@ os.environ.setdefault("CI", "1")  # tqdm bars stay quiet inside the suite
 
 import pytest  # noqa: E402
 
+_X64 = os.environ.get("JAX_ENABLE_X64", "0").lower() in ("1", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    """In the float64 pass of ``make test``, leave out tests marked ``single_dtype``.
+
+    Those tests exercise plumbing whose behaviour does not depend on the float dtype (notebook
+    and README execution, figure drawing, the runner, experiment smoke runs without dtype-specific
+    assertions; the attention experiments run in float64 whatever the flag). They run once, in
+    the float32 pass; every library test with a dtype-dependent tolerance runs in both.
+    ``LANDSCAPE_BOTH_DTYPES=1`` runs them in the float64 pass too.
+    """
+    if not _X64 or os.environ.get("LANDSCAPE_BOTH_DTYPES") == "1":
+        return
+    keep = [it for it in items if it.get_closest_marker("single_dtype") is None]
+    dropped = [it for it in items if it.get_closest_marker("single_dtype") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _results_in_tmp(tmp_path_factory):

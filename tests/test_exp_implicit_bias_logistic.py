@@ -1,8 +1,11 @@
 """Smoke run of experiments/implicit_bias_logistic."""
 
 import numpy as np
+import pytest
 
 from landscape import experiment
+
+pytestmark = pytest.mark.single_dtype
 
 exp = experiment.load_experiment("implicit_bias_logistic")
 

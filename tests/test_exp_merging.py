@@ -9,6 +9,8 @@ import pytest
 
 from landscape import experiment
 
+pytestmark = pytest.mark.single_dtype
+
 E = experiment.load_experiment("merging")
 FIG = importlib.import_module("paper_figures.merging")
 

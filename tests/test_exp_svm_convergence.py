@@ -3,8 +3,11 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
 from landscape import experiment
+
+pytestmark = pytest.mark.single_dtype
 
 exp = experiment.load_experiment("svm_convergence")
 

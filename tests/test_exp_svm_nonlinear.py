@@ -1,8 +1,11 @@
 """Smoke run of experiments/svm_nonlinear."""
 
 import numpy as np
+import pytest
 
 from landscape import experiment
+
+pytestmark = pytest.mark.single_dtype
 
 exp = experiment.load_experiment("svm_nonlinear")
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.single_dtype
+
 REPO = Path(__file__).resolve().parent.parent
 
 FAKE = textwrap.dedent('''

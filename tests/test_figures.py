@@ -8,6 +8,8 @@ import pytest
 
 from landscape import experiment
 
+pytestmark = pytest.mark.single_dtype
+
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = experiment.list_figures()
 
