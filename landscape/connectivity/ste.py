@@ -7,7 +7,10 @@ take a gradient step on ``L((theta_A + z) / 2)`` with the straight-through value
 ``z = theta~ + stop_gradient(pi(theta_B) - theta~)``: the forward pass uses ``pi(theta_B)``, the
 gradient flows to ``theta~``. The projection solves linear assignment problems on the host, so
 the step loop is a Python loop (one jitted gradient step and one warm-started weight matching
-per step). Returns the permutation with the lowest midpoint loss seen on the sampled batches.
+per step). Returns the permutation with the lowest midpoint loss on the whole ``dataset``
+(evaluated whenever the projection changes; ``select_on="batch"`` uses the sampled batch's loss
+instead, which is noisier: measured on MNIST-1D width 64, the batch rule picked step 478 of 1000
+with a test barrier of 0.148 where the final permutations reach ~0.11).
 """
 
 from __future__ import annotations
@@ -39,11 +42,16 @@ class STEResult(NamedTuple):
 
 def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *, key,
                  num_steps: int = 100, batch_size: int = 128, learning_rate: float = 1e-3,
-                 init_perm=None) -> STEResult:
+                 init_perm=None, select_on: str = "dataset") -> STEResult:
     """STE matching of ``params_b`` to ``params_a`` by the midpoint loss (see module docstring).
 
-    ``init_perm`` (e.g. a weight-matching result) warm-starts the projection.
+    ``init_perm`` (e.g. a weight-matching result) warm-starts the projection. ``select_on``:
+    ``"dataset"`` (default) keeps the permutation whose midpoint loss on all of ``dataset`` is
+    lowest, ``"batch"`` the one with the lowest sampled-batch loss. ``losses`` are always the
+    batch losses of the steps.
     """
+    if select_on not in ("dataset", "batch"):
+        raise ValueError(f"select_on must be 'dataset' or 'batch'; got {select_on!r}")
     check_spec_fits(spec, params_a, "params_a")
     check_models(params_a, params_b)
     if num_steps < 1:
@@ -61,9 +69,10 @@ def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *,
         updates, opt_state = opt.update(g, opt_state, free)
         return optax.apply_updates(free, updates), opt_state, loss
 
+    midpoint_loss = jax.jit(lambda pb: loss_fn(T.tree_lerp(params_a, pb, 0.5), dataset))
     key_wm, key_batch = jax.random.split(key)
     free, opt_state = params_a, opt.init(params_a)
-    perm = init_perm
+    perm, previous, score = init_perm, None, np.inf
     losses, best = [], (np.inf, None, -1)
     for t in range(num_steps):
         perm = weight_matching(spec, free, params_b, key=jax.random.fold_in(key_wm, t),
@@ -73,7 +82,12 @@ def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *,
                                 replace=False)
         free, opt_state, loss = step(free, opt_state, pb, T.take(dataset, idx))
         losses.append(float(loss))
-        if losses[-1] < best[0]:
-            best = (losses[-1], perm, t)
+        if select_on == "batch":
+            score = losses[-1]
+        elif previous is None or any(not np.array_equal(perm[k], previous[k]) for k in perm):
+            score = float(midpoint_loss(pb))  # a new projection: score it on the dataset
+        previous = perm
+        if score < best[0]:
+            best = (score, perm, t)
     return STEResult({k: jnp.asarray(v) for k, v in best[1].items()}, np.asarray(losses),
                      best[2], num_steps)
