@@ -25,6 +25,10 @@ For every (C, width) the run trains an MLP with Adam on full batches, then compu
   and an overlap near ``(C-1)/C`` already means the class-mean span is inside the top space.
 * for small models (``P <= dense_check_max_dim``) the dense Hessian's top eigenvalues
   (``numpy.linalg.eigvalsh``), as an independent check of eigsh.
+
+``extra_seeds`` more seeds (new data, initialisation and training order) repeat the training
+and the top eigenvalues of every (C, width), so the counts come with their seed-to-seed
+spread; ``summary["threshold_sensitivity"]`` recounts every run at gap thresholds 1.2-2.0.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Config:
     density_steps: int = 60
     dense_check_max_dim: int = 400
     gap_threshold: float = 1.4
+    extra_seeds: int = 2
 
     @classmethod
     def smoke(cls) -> Config:
@@ -73,6 +78,7 @@ class Config:
             curvature_batch_size=16,
             density_probes=2,
             density_steps=12,
+            extra_seeds=1,
         )
 
 
@@ -138,14 +144,22 @@ def _spectrum(op, key, k, config, with_density):
     return out, np.asarray(r.eigenvectors)
 
 
-def run_one(config: Config, num_classes: int, width: int) -> dict:
-    """Train one MLP on the C-class mixture and analyse its Hessian and GGN spectra."""
+THRESHOLDS = (1.2, 1.4, 1.6, 2.0)
+
+
+def run_one(config: Config, num_classes: int, width: int, seed: int | None = None,
+            full: bool = True) -> dict:
+    """Train one MLP on the C-class mixture and analyse its Hessian and GGN spectra.
+
+    ``full=False`` keeps only the top eigenvalues and counts (no density, overlap or dense check).
+    """
     from flax import nnx
 
-    from landscape import curvature, data, losses, models, train
+    from landscape import curvature, data, losses, models, spectral, train
     from landscape.nnx import functional
 
-    key = jax.random.fold_in(jax.random.key(config.seed), num_classes)
+    seed = config.seed if seed is None else seed
+    key = jax.random.fold_in(jax.random.key(seed), num_classes)
     k_data, k_init, k_train, k_spec = jax.random.split(jax.random.fold_in(key, width), 4)
     dataset = data.gaussian_mixture(
         jax.random.fold_in(key, 0),
@@ -176,6 +190,16 @@ def run_one(config: Config, num_classes: int, width: int) -> dict:
         "hessian": curvature.hessian(loss_fn, params, dataset, batch_size=b),
         "ggn": curvature.ggn(fm.apply, "cross_entropy", params, dataset, batch_size=b),
     }
+    if not full:
+        k = num_classes + config.num_extra
+        out = {}
+        for name, op in ops.items():
+            r = spectral.eigsh(op, k=min(k, op.dim), which="LA",
+                               key=jax.random.split(jax.random.fold_in(k_spec, len(name)))[0])
+            lam = np.asarray(r.eigenvalues, np.float64)
+            out[name] = {"eigenvalues": lam,
+                         "outlier_count": outlier_count(lam, config.gap_threshold)}
+        return out
     per_example = lambda p, d: losses.softmax_cross_entropy_per_example(fm.apply(p, d["x"]), d["y"])
     means = _class_mean_gradients(per_example, params, dataset, num_classes)
     out = {
@@ -206,8 +230,28 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
             f"C={c} width={w}: outliers H={runs[f'C{c}_w{w}']['hessian']['outlier_count']}"
             f" G={runs[f'C{c}_w{w}']['ggn']['outlier_count']}"
         )
+    seeds = [config.seed + 1 + i for i in range(config.extra_seeds)]
+    extra = {}
+    for c, w, sd in ctx.progress([(c, w, sd) for c, w in grid for sd in seeds],
+                                 desc="hessian_outliers, extra seeds",
+                                 total=len(grid) * len(seeds)):
+        extra[(c, w, sd)] = ctx.stage(f"C{c}_w{w}_seed{sd}", lambda c=c, w=w, sd=sd: run_one(
+            config, c, w, seed=sd, full=False))
+
+    def by_seed(kind, th):
+        return [[[outlier_count(r[kind]["eigenvalues"], th)
+                  for r in [runs[f"C{c}_w{w}"]] + [extra[(c, w, sd)] for sd in seeds]]
+                 for w in config.widths] for c in config.num_classes]
+
     summary = {
+        "seeds": [config.seed, *seeds],
+        "threshold_sensitivity": {
+            str(th): {kind: by_seed(kind, th) for kind in ("hessian", "ggn")}
+            for th in THRESHOLDS},
+    }
+    summary |= {
         kind: {
+            "counts_by_seed": by_seed(kind, config.gap_threshold),
             "outlier_count": [
                 [runs[f"C{c}_w{w}"][kind]["outlier_count"] for w in config.widths]
                 for c in config.num_classes

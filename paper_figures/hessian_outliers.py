@@ -2,7 +2,8 @@
 
 (a) Top eigenvalues of the Hessian at the widest network, one curve per number of classes C
 (dotted verticals at index C). (b) Outlier count (last-gap rule) against C for the Hessian
-(filled) and the GGN (open), one colour per width, with the lines count = C and C - 1.
+(filled) and the GGN (open), one colour per width, with the lines count = C and C - 1; small dots
+are the counts of every seed.
 (c) SLQ spectral density of the Hessian for the largest C, one curve per width (Gaussian
 smoothing of width 2% of the largest node). (d) Overlap (mean squared cosine of principal
 angles) between the top-C eigenspace and the span of the class-mean gradients.
@@ -60,6 +61,14 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
         g = [row[j] for row in summary["ggn"]["outlier_count"]]
         ax.plot(cs + off, h, "o", color=plotting.COLORS[j], label=f"H, width {w}")
         ax.plot(cs + off, g, "s", mfc="none", color=plotting.COLORS[j], label=f"GGN, width {w}")
+        if "counts_by_seed" in summary["hessian"]:  # every seed, the one above included
+            for kind, dx in (("hessian", -0.02), ("ggn", 0.02)):
+                counts = np.asarray(summary[kind]["counts_by_seed"])[:, j, :]
+                for col in counts.T:
+                    ax.plot(cs + off + dx, col, ".", ms=3, alpha=0.45, color=plotting.COLORS[j])
+    if "seeds" in summary:
+        ax.set_title(f"large markers: seed {summary['seeds'][0]}; dots: "
+                     f"{len(summary['seeds'])} seeds", fontsize=8)
     ax.set_xlabel("number of classes C")
     ax.set_ylabel(f"outliers (last gap >= {cfg['gap_threshold']})")
     ax.legend(fontsize=6, ncol=2)

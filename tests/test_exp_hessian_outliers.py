@@ -43,6 +43,15 @@ def test_smoke_metrics_have_expected_keys_and_finite_values(result):
             np.testing.assert_allclose(w_sum, 1.0, rtol=1e-4)  # SLQ weights per probe
     summary = result.metrics["summary"]
     assert np.asarray(summary["hessian"]["outlier_count"]).shape == (2, 1)
+    cfg = result.config
+    for kind in ("hessian", "ggn"):
+        by_seed = np.asarray(summary[kind]["counts_by_seed"])
+        assert by_seed.shape == (2, 1, 1 + cfg["extra_seeds"])
+        # the first seed's recount is the stored count; other thresholds recount the same runs
+        np.testing.assert_array_equal(by_seed[..., 0], summary[kind]["outlier_count"])
+        np.testing.assert_array_equal(
+            summary["threshold_sensitivity"][str(cfg["gap_threshold"])][kind], by_seed)
+    assert summary["seeds"] == [cfg["seed"] + i for i in range(1 + cfg["extra_seeds"])]
 
 
 def test_eigsh_matches_dense_hessian_and_ggn_is_psd(result):
