@@ -48,7 +48,9 @@ def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *,
     ``init_perm`` (e.g. a weight-matching result) warm-starts the projection. ``select_on``:
     ``"dataset"`` (default) keeps the permutation whose midpoint loss on all of ``dataset`` is
     lowest, ``"batch"`` the one with the lowest sampled-batch loss. ``losses`` are always the
-    batch losses of the steps.
+    batch losses of the steps. With ``"dataset"`` the midpoint loss is evaluated on ``dataset``
+    in one call, so pass a matching subset that fits in memory (the experiments use 2000
+    training examples).
     """
     if select_on not in ("dataset", "batch"):
         raise ValueError(f"select_on must be 'dataset' or 'batch'; got {select_on!r}")
