@@ -155,7 +155,7 @@ def run_one(config: Config, num_classes: int, width: int, seed: int | None = Non
     """
     from flax import nnx
 
-    from landscape import curvature, data, losses, models, spectral, train
+    from landscape import curvature, data, losses, models, train
     from landscape.nnx import functional
 
     seed = config.seed if seed is None else seed
@@ -192,14 +192,9 @@ def run_one(config: Config, num_classes: int, width: int, seed: int | None = Non
     }
     if not full:
         k = num_classes + config.num_extra
-        out = {}
-        for name, op in ops.items():
-            r = spectral.eigsh(op, k=min(k, op.dim), which="LA",
-                               key=jax.random.split(jax.random.fold_in(k_spec, len(name)))[0])
-            lam = np.asarray(r.eigenvalues, np.float64)
-            out[name] = {"eigenvalues": lam,
-                         "outlier_count": outlier_count(lam, config.gap_threshold)}
-        return out
+        return {name: _spectrum(op, jax.random.fold_in(k_spec, len(name)), k, config,
+                                with_density=False)[0]
+                for name, op in ops.items()}
     per_example = lambda p, d: losses.softmax_cross_entropy_per_example(fm.apply(p, d["x"]), d["y"])
     means = _class_mean_gradients(per_example, params, dataset, num_classes)
     out = {

@@ -76,7 +76,7 @@ def run_dataset(config: Config, k: int) -> dict:
         **{f: np.asarray(getattr(m, f)) for f in m._fields if f != "steps"},
         "fit": {"A": float(slope), "B": float(icpt)},
         "along": along, "ortho": ortho,
-        "ortho_limit": float(np.linalg.norm(pred.w_tilde - (pred.w_tilde @ u) * u)),
+        "ortho_limit": pred.gap_limit * float(np.linalg.norm(w_hat)),  # ||P_perp w_tilde||
         "prediction": {"w_tilde": pred.w_tilde, "gap_limit": pred.gap_limit,
                        "loss_times_t": pred.loss_times_t, "exponent": pred.exponent,
                        "lambda_perp": pred.lambda_perp, "theta": pred.theta,

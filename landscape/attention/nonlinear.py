@@ -107,7 +107,7 @@ def compare_general_svm(Ws, X, Z, selected, *, growth_lag: int = 1) -> GeneralSV
     if not isinstance(growth_lag, (int, np.integer)) or growth_lag < 1:
         raise ValueError(f"growth_lag must be an int >= 1; got {growth_lag!r}")
     sel = np.asarray(selected, bool)
-    X_all, Z_all = np.asarray(X, np.float64), np.asarray(Z, np.float64)
+    X_all, Z_all = X, Z  # every example, for the softmax masses (X, Z become the kept ones)
     keep = ~sel.all(axis=1)
     if not keep.any():
         raise ValueError("selected keeps every token of every example: there is no SVM to solve")
@@ -131,8 +131,8 @@ def compare_general_svm(Ws, X, Z, selected, *, growth_lag: int = 1) -> GeneralSV
         corr_full = flat @ ref / (np.linalg.norm(flat, axis=1) * np.linalg.norm(ref))
         corr_growth = growth @ ref / (np.linalg.norm(growth, axis=1) * np.linalg.norm(ref))
     with jax.enable_x64(True):
-        probs = np.asarray(jax.vmap(lambda W: attention_probs(W, X_all, Z_all))(
-            jnp.asarray(Ws)))
+        X64, Z64 = np.asarray(X_all, np.float64), np.asarray(Z_all, np.float64)
+        probs = np.asarray(jax.vmap(lambda W: attention_probs(W, X64, Z64))(jnp.asarray(Ws)))
     mass_out = np.where(sel, 0.0, probs).sum(-1).max(-1)
     mass_in_min = np.where(sel, probs, np.inf).min(axis=(-2, -1))
     return GeneralSVMComparison(sel, sol, corr_perp, corr_full, np.linalg.norm(fin, axis=1),

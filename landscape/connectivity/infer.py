@@ -185,16 +185,21 @@ def _reshape(g, eqn):
         i, o = i + 1, o + 1
 
 
+def _join_or_fix(g, v, out, ax, untouched: bool):
+    """Join axis ``ax`` of ``v`` and ``out`` if the op leaves it untouched, else fix both."""
+    if untouched:
+        g.union((v, ax), (out, ax))
+    else:
+        g.fix((v, ax))
+        g.fix((out, ax))
+
+
 def _windowed(g, eqn):
     v, out = _vars(eqn.invars)[0], eqn.outvars[0]
     win, strides = eqn.params["window_dimensions"], eqn.params["window_strides"]
     pads = eqn.params["padding"]
     for ax, (w, s, p) in enumerate(zip(win, strides, pads)):
-        if w == 1 and s == 1 and tuple(p) == (0, 0):
-            g.union((v, ax), (out, ax))
-        else:
-            g.fix((v, ax))
-            g.fix((out, ax))
+        _join_or_fix(g, v, out, ax, w == 1 and s == 1 and tuple(p) == (0, 0))
 
 
 def _sliced(g, eqn):
@@ -203,11 +208,7 @@ def _sliced(g, eqn):
     strides = eqn.params["strides"] or (1,) * len(_shape(v))
     for ax, (lo, hi, st) in enumerate(zip(eqn.params["start_indices"],
                                           eqn.params["limit_indices"], strides)):
-        if lo == 0 and hi == _shape(v)[ax] and st == 1:
-            g.union((v, ax), (out, ax))
-        else:
-            g.fix((v, ax))
-            g.fix((out, ax))
+        _join_or_fix(g, v, out, ax, lo == 0 and hi == _shape(v)[ax] and st == 1)
 
 
 def _padded(g, eqn):
@@ -217,25 +218,16 @@ def _padded(g, eqn):
         g.fix_var(out)
         return
     for ax, cfg in enumerate(eqn.params["padding_config"]):
-        if tuple(int(c) for c in cfg) == (0, 0, 0):
-            g.union((v, ax), (out, ax))
-        else:
-            g.fix((v, ax))
-            g.fix((out, ax))
+        _join_or_fix(g, v, out, ax, tuple(int(c) for c in cfg) == (0, 0, 0))
 
 
 def _concatenated(g, eqn):
     """``concatenate`` joins the other axes of all operands; the joined axis is fixed."""
     out, dim = eqn.outvars[0], eqn.params["dimension"]
-    g.fix((out, dim))
     for v in eqn.invars:
-        if isinstance(v, jcore.Literal):
-            continue
-        for ax in range(len(_shape(v))):
-            if ax == dim:
-                g.fix((v, ax))
-            else:
-                g.union((v, ax), (out, ax))
+        if not isinstance(v, jcore.Literal):
+            for ax in range(len(_shape(v))):
+                _join_or_fix(g, v, out, ax, ax != dim)
 
 
 def _fix_all(g, eqn):
