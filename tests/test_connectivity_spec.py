@@ -123,6 +123,32 @@ def test_block_axis_from_channel_last_flatten():
     assert C.check_spec(spec, f, p, x, key=k4).passed
 
 
+def test_concatenate_keeps_other_axes_and_fixes_its_own():
+    # Hidden units survive a concatenation along the example axis (one permutation), while a
+    # concatenation along the feature axis fixes the joined units (no permutation through it).
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    p = {"w1": jax.random.normal(k1, (6, 5)), "w2": jax.random.normal(k2, (5, 3))}
+    x = jax.random.normal(k3, (4, 6))
+
+    def along_examples(p, x):
+        h = jax.nn.relu(x @ p["w1"])
+        return jnp.concatenate([h, 2.0 * h], axis=0) @ p["w2"]
+
+    spec = C.infer_spec(along_examples, p, x)
+    assert spec.sizes == {"P_0": 5}
+    assert set(spec.perm_to_axes["P_0"]) == {("['w1']", 1), ("['w2']", 0)}
+    assert C.check_spec(spec, along_examples, p, x, key=k3).passed
+
+    q = {"w1": p["w1"], "w2": jax.random.normal(k2, (11, 3))}
+
+    def along_features(p, x):
+        h = jax.nn.relu(x @ p["w1"])
+        return jnp.concatenate([h, x], axis=1) @ p["w2"]
+
+    with pytest.raises(ValueError, match="no hidden-unit permutation"):
+        C.infer_spec(along_features, q, x)
+
+
 def test_spec_errors_are_clear():
     _, tree, _ = _model("mlp", None)
     spec = C.mlp_spec(tree)
