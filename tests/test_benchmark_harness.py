@@ -40,16 +40,21 @@ def _problem(name, n=16, seed=0):
     return data, params, jdata, dm.make_loss(dm.MODELS[name][1])
 
 
+def _torch_problem(name, n=16):
+    """``_problem`` plus the same weights and data in PyTorch: ``(..., model, x, y)``."""
+    data, params, jdata, loss_fn = _problem(name, n)
+    model = tm.torch_model(name, params, dtype=TDTYPE)
+    return data, params, jdata, loss_fn, model, *tm.torch_data(data, dtype=TDTYPE)
+
+
 def _rel(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_port_gives_same_loss_gradient_and_hvp(name):
-    data, params, jdata, loss_fn = _problem(name)
+    _, params, jdata, loss_fn, model, x, y = _torch_problem(name)
     loss, g = jax.value_and_grad(loss_fn)(params, jdata)
-    model = tm.torch_model(name, params, dtype=TDTYPE)
-    x, y = tm.torch_data(data, dtype=TDTYPE)
     tparams = list(model.parameters())
     tloss = torch.nn.functional.cross_entropy(model(x), y)
     (tg,) = [torch.autograd.grad(tloss, tparams, create_graph=True)]
@@ -103,9 +108,7 @@ def test_torch_eig_patch_matches_eigh_and_is_removed_after():
 def test_pyhessian_counter_counts_every_product():
     pytest.importorskip("pyhessian")
     _peers = pytest.importorskip("_peers")
-    data, params, _, _ = _problem("mlp", n=32)
-    model = tm.torch_model("mlp", params, dtype=TDTYPE)
-    x, y = tm.torch_data(data, dtype=TDTYPE)
+    *_, model, x, y = _torch_problem("mlp", n=32)
     H = _peers.pyhessian_hessian(model, x, y)
     torch.manual_seed(0)
     with _peers.PyHessianCounter() as c:
@@ -116,9 +119,7 @@ def test_pyhessian_counter_counts_every_product():
 def test_curvlinops_counting_operator_matches_our_hvp():
     pytest.importorskip("curvlinops")
     _peers = pytest.importorskip("_peers")
-    data, params, jdata, loss_fn = _problem("mlp", n=32)
-    model = tm.torch_model("mlp", params, dtype=TDTYPE)
-    x, y = tm.torch_data(data, dtype=TDTYPE)
+    _, params, jdata, loss_fn, model, x, y = _torch_problem("mlp", n=32)
     S = _peers.counting_scipy(_peers.curvlinops_hessian(model, x, y), dtype=np.dtype(JDTYPE))
     flat, _ = ravel_pytree(params)
     v = np.random.default_rng(1).standard_normal(flat.size).astype(JDTYPE)
