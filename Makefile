@@ -47,6 +47,7 @@ bench: $(VENV)/.compare-installed
 	$(PYTEST) tests/test_benchmark_harness.py
 	$(PY) benchmarks/curvature_vs_peers.py
 	$(PY) benchmarks/connectivity_vs_numpy.py
+	$(PY) benchmarks/conv_impl.py
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .

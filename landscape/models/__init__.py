@@ -20,7 +20,7 @@ all shapes instead of one per shape (ResNet-20 builds in ~0.7 s of CPU instead o
 
 Convolutional models take ``conv_impl="auto"`` (default), ``"lax"`` or ``"shift"``:
 ``ShiftConv`` computes the same convolution as shifted matrix products, which XLA:CPU
-differentiates ~9x faster inside loops (Lanczos, dataset-mean operators, training chunks);
+differentiates 10-13x faster inside loops (Lanczos, dataset-mean operators, training chunks);
 ``"auto"`` uses it on the CPU backend. See ``landscape.models.conv``.
 """
 

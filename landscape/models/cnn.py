@@ -114,7 +114,7 @@ class CNN2D(_ConvNet):
     ``norms/<i>/...``, ``head/{kernel,bias}``.
 
     ``conv_impl``: ``"lax"`` (library convolution), ``"shift"`` (``ShiftConv``: the same
-    function and parameters as shifted matrix products, ~9x faster for curvature products and
+    function and parameters as shifted matrix products, 10-13x faster for curvature products and
     training loops on CPU; see ``landscape.models.conv``) or ``"auto"`` (default: ``"shift"``
     on the CPU backend, ``"lax"`` otherwise).
     """
