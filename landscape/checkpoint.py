@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["save", "load", "atomic_write_bytes"]
+__all__ = ["save", "load", "metadata", "atomic_write_bytes"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -47,6 +47,12 @@ def save(path: str | Path, tree: Any, metadata: dict | None = None) -> None:
     buf = io.BytesIO()
     np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def metadata(path: str | Path) -> dict:
+    """The metadata dict stored by :func:`save`, without loading the arrays."""
+    with np.load(path) as f:
+        return json.loads(bytes(f["__meta__"]).decode())["metadata"]
 
 
 def load(path: str | Path, like: Any) -> tuple[Any, dict]:

@@ -1,16 +1,36 @@
-"""A jit-compiled training loop over optax optimizers, with seeded data order and resumable runs.
+"""The one training loop of landscape: optax steps in compiled chunks, with probes.
 
-``train`` runs ``num_steps`` optimizer steps. Steps are executed in compiled chunks
-(``lax.fori_loop`` inside one ``jax.jit``), so compile time does not grow with ``num_steps`` and
-Python runs only between chunks: to call the callback, write a checkpoint and advance the
-progress bar.
+Everything in landscape that trains goes through :func:`run_steps` (the pure, jit-able and
+vmap-able primitive) or :func:`train` (the driver around it: data order, chunking, progress,
+callbacks, checkpoint/resume and the probe trace).
 
-Data order: with ``batch_size`` set, epoch ``e`` visits the examples in the order
+**Steps.** Step ``t`` draws its batch with :func:`batch_at` from ``(key, t)``, evaluates
+``loss, grads = value_and_grad(loss_fn)(params, batch)``, and applies
+``optimizer.update(grads, opt_state, params)`` with ``optax.apply_updates``. Steps run inside
+``lax.fori_loop`` in one ``jax.jit`` whose trip count is a traced value, so compile time does
+not grow with the number of steps, and chunks of any length share one compilation.
+
+**Data order.** With ``batch_size`` set, epoch ``e`` visits the examples in the order
 ``jax.random.permutation(fold_in(key, e), n)``, in ``n // batch_size`` full batches (the last
 partial batch of each epoch is dropped, so every step has the same batch size). Without
 ``batch_size`` every step is full-batch. Dropout keys are ``fold_in(key', step)``. Because the
 batch and key of step ``t`` are pure functions of ``(key, t)``, a resumed run replays exactly
-the same steps: killed with SIGKILL and restarted, it ends with bit-identical parameters (on CPU).
+the same steps: killed with SIGKILL and restarted, it ends with bit-identical parameters (on
+CPU).
+
+**Hyperparameters as traced values.** ``optimizer`` is either an ``optax.GradientTransformation``
+(its hyperparameters are constants of the compiled program), or a factory such as ``optax.sgd``
+together with ``hyperparams={"learning_rate": eta, ...}``: the factory is called *inside* the
+compiled loop on traced hyperparameters, so a sweep over learning rates compiles once, and
+:func:`run_steps` can be ``jax.vmap``-ed over learning rates or seeds.
+
+**Probes.** A :class:`Probe` is a measurement that runs inside the compiled loop every
+``every`` steps (at steps ``t = 0, every, 2 every, ...``, on the parameters *before* the update
+of step ``t``) and whose outputs are recorded per step: ``result.trace[name]`` is a pytree of
+arrays with a leading record axis and ``result.trace_steps[name]`` the steps they were taken
+at. A probe carries its own state from one call to the next (e.g. the previous top eigenvector
+for a warm start), and holds arrays it needs (e.g. the full dataset) as its ``data`` field,
+which enters the compiled loop as an argument, never as a baked-in constant.
 
 Two loss signatures are supported:
 
@@ -21,10 +41,12 @@ Two loss signatures are supported:
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import functools
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +58,18 @@ import optax
 from landscape import checkpoint as ckpt
 from landscape.tree import check_batch, check_finite, check_scalar
 
-__all__ = ["TrainState", "TrainResult", "train", "batch_at", "progress_enabled"]
+__all__ = [
+    "TrainState",
+    "TrainResult",
+    "Probe",
+    "ProbeContext",
+    "probe",
+    "train",
+    "run_steps",
+    "init_state",
+    "batch_at",
+    "progress_enabled",
+]
 
 
 class TrainState(NamedTuple):
@@ -48,15 +81,71 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar
 
 
+class ProbeContext(NamedTuple):
+    """What a probe sees at step ``step`` (before that step's update).
+
+    Attributes:
+      step: int32 scalar, the step index ``t``.
+      params, opt_state, model_state: the training state before the update of step ``t``.
+      batch: the batch of step ``t`` (the full dataset for full-batch training).
+      key: a PRNG key for this probe call, ``fold_in(fold_in(key, PROBE_SALT), t)``.
+      data: the probe's own ``data`` field (e.g. the full dataset or a fixed subset).
+      hyperparams: the traced hyperparameters of the run (``{}`` for a fixed optimizer).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    model_state: Any
+    batch: Any
+    key: jax.Array
+    data: Any
+    hyperparams: Any
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["data"],
+                   meta_fields=["fn", "every", "init"])
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A measurement taken inside the compiled training loop every ``every`` steps.
+
+    Attributes:
+      fn: ``fn(ctx: ProbeContext, state) -> (record, new_state)``; ``record`` is a pytree of
+        arrays with fixed shapes (one row of the trace), ``state`` the probe's carried state.
+      every: positive int; the probe runs at steps ``0, every, 2 every, ...``.
+      init: ``init(params, data) -> state`` (default: no state, ``None``).
+      data: arrays the probe reads (a pytree, traced; ``None`` for none).
+    """
+
+    fn: Callable
+    every: int = 1
+    init: Callable | None = None
+    data: Any = None
+
+
+def probe(fn: Callable, *, every: int = 1, init: Callable | None = None, data=None) -> Probe:
+    """Build a :class:`Probe`, checking ``every``."""
+    if not callable(fn):
+        raise TypeError(f"probe fn must be callable fn(ctx, state); got {type(fn).__name__}")
+    if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+        raise ValueError(f"probe every must be a positive int; got {every!r}")
+    if init is not None and not callable(init):
+        raise TypeError(f"probe init must be callable init(params, data); got {type(init)}")
+    return Probe(fn=fn, every=int(every), init=init, data=data)
+
+
 class TrainResult(NamedTuple):
-    """Outcome of ``train``.
+    """Outcome of :func:`train`.
 
     Attributes:
       params, model_state, opt_state: final values.
-      history: dict of 1-D NumPy arrays, one entry per callback call: ``"step"``, ``"loss"``
-        (mean training loss over the chunk of steps before that point) and whatever the
-        callback returned.
+      history: dict of 1-D NumPy arrays, one entry per callback point: ``"step"``, ``"loss"``
+        (mean training loss over the steps since the previous callback or checkpoint point, so
+        that a resumed run reports the same values) and whatever the callback returned.
       resumed_from: the step the run resumed from (0 for a fresh run).
+      trace: ``{probe name: pytree of NumPy arrays with a leading record axis}``.
+      trace_steps: ``{probe name: (R,) int array}``, the step of each record.
+      probe_states: the final carried state of each probe.
     """
 
     params: Any
@@ -64,6 +153,12 @@ class TrainResult(NamedTuple):
     opt_state: Any
     history: dict[str, np.ndarray]
     resumed_from: int
+    trace: dict[str, Any] = {}
+    trace_steps: dict[str, np.ndarray] = {}
+    probe_states: dict[str, Any] = {}
+
+
+PROBE_SALT = 0x9B0BE
 
 
 def progress_enabled() -> bool:
@@ -83,86 +178,221 @@ def batch_at(dataset, step, key, batch_size: int | None):
     return jax.tree.map(lambda x: x[idx], dataset)
 
 
-def _make_chunk(loss_fn, optimizer, batch_size, stateful):
-    def one_step(step_key, state: TrainState, dataset):
-        data_key, drop_key = jax.random.split(step_key)
-        batch = batch_at(dataset, state.step, data_key, batch_size)
-        if stateful:
-            k = jax.random.fold_in(drop_key, state.step)
-            (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, batch, state.model_state, k)
+def init_state(params, optimizer, model_state=None, hyperparams=None) -> TrainState:
+    """The state at step 0: ``TrainState(params, optimizer.init(params), model_state, 0)``."""
+    opt = _optimizer(optimizer, hyperparams)
+    return TrainState(params, opt.init(params), model_state, jnp.zeros((), jnp.int32))
+
+
+def _optimizer(optimizer, hyperparams):
+    if isinstance(optimizer, optax.GradientTransformation):
+        if hyperparams:
+            raise ValueError("hyperparams are given, but optimizer is already a "
+                             "GradientTransformation; pass a factory such as optax.sgd instead")
+        return optimizer
+    return optimizer(**(hyperparams or {}))
+
+
+class _Spec(NamedTuple):
+    """The static part of a compiled loop (the jit cache key)."""
+
+    loss_fn: Callable
+    optimizer: Any
+    batch_size: int | None
+    stateful: bool
+    probe_names: tuple[str, ...]
+    rows: tuple[int, ...]  # record rows per probe per chunk
+
+
+def _record_shapes(spec: _Spec, probes, probe_states, state, dataset, key, hyperparams):
+    """Abstract record shapes of each probe (for the per-chunk buffers)."""
+    batch = jax.eval_shape(lambda: batch_at(dataset, state.step, key, spec.batch_size))
+    out = {}
+    for name in spec.probe_names:
+        pr = probes[name]
+        ctx = ProbeContext(state.step, state.params, state.opt_state, state.model_state, batch,
+                           key, pr.data, hyperparams)
+        out[name] = jax.eval_shape(pr.fn, ctx, probe_states[name])[0]
+    return out
+
+
+def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, probes, length):
+    """``length`` steps from ``state`` (traceable, pure); the body of every compiled chunk."""
+    opt = _optimizer(spec.optimizer, hyperparams)
+    probe_key = jax.random.fold_in(key, PROBE_SALT)
+    shapes = _record_shapes(spec, probes, probe_states, state, dataset, key, hyperparams)
+    buffers = {
+        name: (jax.tree.map(lambda s, r=rows: jnp.zeros((r,) + s.shape, s.dtype), shapes[name]),
+               jnp.zeros((rows,), jnp.int32), jnp.zeros((), jnp.int32))
+        for name, rows in zip(spec.probe_names, spec.rows)
+    }
+
+    def one_step(st: TrainState, pstates, bufs):
+        data_key, drop_key = jax.random.split(key)
+        batch = batch_at(dataset, st.step, data_key, spec.batch_size)
+        pstates, bufs = dict(pstates), dict(bufs)
+        for name in spec.probe_names:
+            pstates[name], bufs[name] = _run_probe(probes[name], st, batch, probe_key, hyperparams,
+                                                   pstates[name], bufs[name])
+        if spec.stateful:
+            k = jax.random.fold_in(drop_key, st.step)
+            (loss, new_ms), grads = jax.value_and_grad(spec.loss_fn, has_aux=True)(
+                st.params, batch, st.model_state, k)
         else:
-            loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
-            new_ms = state.model_state
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, new_ms, state.step + 1), loss
+            loss, grads = jax.value_and_grad(spec.loss_fn)(st.params, batch)
+            new_ms = st.model_state
+        updates, opt_state = opt.update(grads, st.opt_state, st.params)
+        params = optax.apply_updates(st.params, updates)
+        return TrainState(params, opt_state, new_ms, st.step + 1), loss, pstates, bufs
 
-    @jax.jit
-    def chunk(state: TrainState, dataset, key, length):
-        def body(_, carry):
-            st, total = carry
-            st, loss = one_step(key, st, dataset)
-            return st, total + loss
+    def body(_, carry):
+        st, tot, pstates, bufs = carry
+        st, loss, pstates, bufs = one_step(st, pstates, bufs)
+        return st, tot + loss, pstates, bufs
 
-        zero = jnp.zeros((), jnp.result_type(float))
-        state, total = jax.lax.fori_loop(0, length, body, (state, zero))
-        return state, total / length
+    return jax.lax.fori_loop(0, length, body, (state, total, probe_states, buffers))
 
-    return chunk
+
+def _run_probe(pr: Probe, st: TrainState, batch, probe_key, hyperparams, pstate, buf):
+    records, steps, count = buf
+
+    def fire(args):
+        pstate, records, steps, count = args
+        ctx = ProbeContext(st.step, st.params, st.opt_state, st.model_state, batch,
+                           jax.random.fold_in(probe_key, st.step), pr.data, hyperparams)
+        rec, pstate = pr.fn(ctx, pstate)
+        records = jax.tree.map(lambda r, x: r.at[count].set(jnp.asarray(x, r.dtype)), records, rec)
+        return pstate, records, steps.at[count].set(st.step), count + 1
+
+    out = jax.lax.cond(st.step % pr.every == 0, fire, lambda a: a,
+                       (pstate, records, steps, count))
+    return out[0], out[1:]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_chunk(spec, state, probe_states, total, dataset, key, hyperparams, probes, length):
+    return _loop(spec, state, probe_states, total, dataset, key, hyperparams, probes, length)
+
+
+def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
+              hyperparams: Mapping | None = None, batch_size: int | None = None,
+              probes: Mapping[str, Probe] | None = None, probe_states=None,
+              max_records: int | None = None):
+    """Run ``num_steps`` steps from ``state``: the pure primitive under :func:`train`.
+
+    Traceable end to end: ``num_steps`` and ``hyperparams`` may be traced, so the function can
+    be wrapped in ``jax.jit`` or ``jax.vmap`` (e.g. over learning rates or over seeds' keys).
+
+    Args:
+      loss_fn, dataset, key, batch_size: as in :func:`train`; ``state.model_state`` not None
+        selects the stateful loss signature.
+      optimizer: an ``optax.GradientTransformation``, or a factory called on ``hyperparams``.
+      state: a :class:`TrainState` (see :func:`init_state`).
+      num_steps: int or int32 scalar.
+      probes, probe_states: the probes and their states (default: each probe's ``init``).
+      max_records: static bound on records per probe (default ``num_steps`` when it is a
+        Python int); needed with probes when ``num_steps`` is traced.
+
+    Returns:
+      ``(state, mean_loss, trace, trace_steps, probe_states)``; each probe's records fill the
+      first ``ceil(num_steps / every)`` rows of its buffer (the rest are zeros).
+    """
+    probes = dict(probes or {})
+    if probe_states is None:
+        probe_states = {n: _probe_init(p, state.params) for n, p in probes.items()}
+    if probes and max_records is None:
+        if not isinstance(num_steps, int | np.integer):
+            raise ValueError("max_records is required when num_steps is traced and probes are "
+                             "given")
+        max_records = int(num_steps)
+    names = tuple(sorted(probes))
+    rows = tuple(-(-int(max_records) // probes[n].every) + 1 for n in names) if probes else ()
+    spec = _Spec(loss_fn, optimizer, batch_size, state.model_state is not None, names, rows)
+    total = jnp.zeros((), jnp.result_type(float))
+    state, total, probe_states, bufs = _loop(spec, state, probe_states, total, dataset, key,
+                                             dict(hyperparams or {}), probes, num_steps)
+    mean = total / num_steps
+    trace = {n: bufs[n][0] for n in names}
+    steps = {n: bufs[n][1] for n in names}
+    return state, mean, trace, steps, probe_states
+
+
+def _probe_init(pr: Probe, params):
+    return None if pr.init is None else pr.init(params, pr.data)
 
 
 def train(
     loss_fn: Callable,
     params: Any,
-    optimizer: optax.GradientTransformation,
+    optimizer,
     dataset: Any,
     *,
     key: jax.Array,
     num_steps: int,
     batch_size: int | None = None,
     model_state: Any = None,
+    hyperparams: Mapping | None = None,
+    probes: Mapping[str, Probe] | None = None,
     callback: Callable[[int, Any, Any], dict] | None = None,
     callback_every: int = 0,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     progress: bool | None = None,
     desc: str = "train",
+    chunk_seconds: float = 1.0,
 ) -> TrainResult:
     """Train ``params`` with ``optimizer`` for ``num_steps`` steps on ``dataset``.
 
     Args:
       loss_fn: mean loss over a batch (see the module docstring for the two signatures).
       params: initial parameter pytree.
-      optimizer: any ``optax.GradientTransformation``.
+      optimizer: an ``optax.GradientTransformation``, or a factory (``optax.sgd``, or any
+        ``**hyperparams -> GradientTransformation``) used with ``hyperparams``.
       dataset: pytree of arrays with a leading example axis (e.g. ``{"x", "y"}``).
-      key: PRNG key fixing the data order and dropout keys.
+      key: PRNG key fixing the data order, dropout keys and probe keys.
       num_steps: number of optimizer steps.
       batch_size: minibatch size, or None for full-batch training.
       model_state: initial non-parameter state for a stateful loss (BatchNorm statistics).
+      hyperparams: dict of scalars for an optimizer factory; they enter the compiled loop as
+        traced values, so runs that differ only in these values share one compilation.
+      probes: ``{name: Probe}`` measured inside the loop (see :class:`Probe`); the records are
+        returned in ``result.trace[name]`` with steps ``result.trace_steps[name]``.
       callback: ``callback(step, params, model_state) -> dict`` of scalars, called at step 0 and
         every ``callback_every`` steps (and at the end); entries are appended to ``history``.
       checkpoint: path of a checkpoint file; if it exists the run resumes from it, and it is
-        (atomically) rewritten every ``checkpoint_every`` steps and at the end.
+        (atomically) rewritten every ``checkpoint_every`` steps and at the end. The probe trace
+        and probe states are saved with it.
       progress: show a tqdm bar (default: only in a terminal, never under CI).
+      chunk_seconds: target wall time of one compiled chunk between progress updates (chunks
+        are sized from the measured step time; results do not depend on it).
 
     Returns:
       ``TrainResult``.
     """
     n = check_batch(dataset, "dataset")
-    if int(num_steps) != num_steps or num_steps < 0:
+    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 0:
         raise ValueError(f"num_steps must be a non-negative integer; got {num_steps!r}")
+    num_steps = int(num_steps)
     if batch_size is not None and not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}] (the dataset size); got {batch_size}")
     check_finite(params, "params")
-    stateful = model_state is not None
+    probes = _check_probes(probes)
+    hyperparams = _check_hyperparams(optimizer, hyperparams)
     _check_loss(loss_fn, params, dataset, model_state, batch_size, key)
+    grid = _grid(num_steps, callback_every, checkpoint_every)
 
-    chunk_len = _chunk_length(num_steps, callback_every, checkpoint_every)
-    chunk = _make_chunk(loss_fn, optimizer, batch_size, stateful)
-    state = TrainState(params, optimizer.init(params), model_state, jnp.zeros((), jnp.int32))
+    state = init_state(params, optimizer, model_state, hyperparams)
+    names = tuple(sorted(probes))
+    probe_states = {nm: _probe_init(probes[nm], params) for nm in names}
+    cap = _chunk_cap(num_steps)
+    rows = tuple(-(-cap // probes[nm].every) + 1 for nm in names)
+    spec = _Spec(loss_fn, optimizer, batch_size, model_state is not None, names, rows)
+    run = functools.partial(_compiled_chunk, spec)
+    shapes = _record_shapes(spec, probes, probe_states, state, dataset, key, hyperparams)
+    trace = _Trace(names, shapes)
     history: dict[str, list] = {}
-    state, history, start = _maybe_resume(checkpoint, state, history, key)
+    state, probe_states, trace, history, start = _maybe_resume(
+        checkpoint, state, probe_states, trace, history, key)
 
     from tqdm.auto import tqdm
 
@@ -170,37 +400,155 @@ def train(
     bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not show, leave=False)
     if callback is not None and start == 0:
         _record(history, 0, float("nan"), callback(0, state.params, state.model_state))
-    step = start
+    step, since, total = start, 0, jnp.zeros((), jnp.result_type(float))
+    sizer = _ChunkSizer(chunk_seconds, cap)
     while step < num_steps:
-        length = min(chunk_len, num_steps - step)
-        state, mean_loss = chunk(state, dataset, key, length)
+        length = min(sizer.next(), grid.next_stop(step, num_steps) - step)
+        t0 = time.perf_counter()
+        state, total, probe_states, bufs = run(state, probe_states, total, dataset, key,
+                                               hyperparams, probes, length)
+        trace.extend(bufs)
         step += length
-        mean_loss = float(mean_loss)
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"training loss became non-finite ({mean_loss}) before "
-                                     f"step {step}; lower the learning rate")
+        since += length
+        total_host = np.asarray(total)
+        sizer.observe(length, time.perf_counter() - t0)
+        if not np.isfinite(total_host):
+            raise FloatingPointError(f"training loss became non-finite ({float(total_host)}) "
+                                     f"before step {step}; lower the learning rate")
+        mean_loss = float(total_host / np.asarray(since, total_host.dtype))
         bar.update(length)
         bar.set_postfix(loss=f"{mean_loss:.4g}")
-        at_cb = callback_every and (step % callback_every == 0 or step == num_steps)
-        if callback is not None and at_cb:
-            _record(history, step, mean_loss, callback(step, state.params, state.model_state))
-        elif callback is None and at_cb:
-            _record(history, step, mean_loss, {})
-        if checkpoint is not None and (
-            step == num_steps or (checkpoint_every and step % checkpoint_every == 0)
-        ):
-            ckpt.save(checkpoint, state, {"history": history, "key": _key_list(key)})
+        if grid.is_callback(step, num_steps):
+            extra = {} if callback is None else callback(step, state.params, state.model_state)
+            _record(history, step, mean_loss, extra)
+        if grid.is_callback(step, num_steps) or grid.is_checkpoint(step, num_steps):
+            since, total = 0, jnp.zeros((), jnp.result_type(float))
+        if checkpoint is not None and grid.is_checkpoint(step, num_steps):
+            _save(checkpoint, state, probe_states, trace, history, key)
     bar.close()
     hist = {k: np.asarray(v) for k, v in history.items()}
-    return TrainResult(state.params, state.model_state, state.opt_state, hist, start)
+    records, steps = trace.arrays()
+    return TrainResult(state.params, state.model_state, state.opt_state, hist, start, records,
+                       steps, probe_states)
 
 
-def _chunk_length(num_steps, callback_every, checkpoint_every):
-    every = [e for e in (callback_every, checkpoint_every) if e]
+class _Grid(NamedTuple):
+    callback_every: int
+    checkpoint_every: int
+
+    def next_stop(self, step, num_steps):
+        stops = [num_steps] + [step - step % e + e for e in self if e]
+        return min(stops)
+
+    def is_callback(self, step, num_steps):
+        e = self.callback_every
+        return bool(e) and (step % e == 0 or step == num_steps)
+
+    def is_checkpoint(self, step, num_steps):
+        e = self.checkpoint_every
+        return step == num_steps or (bool(e) and step % e == 0)
+
+
+def _grid(num_steps, callback_every, checkpoint_every) -> _Grid:
     for name, e in (("callback_every", callback_every), ("checkpoint_every", checkpoint_every)):
-        if e < 0 or int(e) != e:
+        if isinstance(e, bool) or e < 0 or int(e) != e:
             raise ValueError(f"{name} must be a non-negative integer; got {e!r}")
-    return max(1, math.gcd(*every) if every else max(num_steps, 1))
+    return _Grid(int(callback_every), int(checkpoint_every))
+
+
+def _chunk_cap(num_steps: int) -> int:
+    """Static upper bound on a chunk's length (a power of two, so few distinct compilations)."""
+    return 1 << max(0, min(int(num_steps), 4096) - 1).bit_length()
+
+
+class _ChunkSizer:
+    """Chunk lengths that take about ``seconds`` each, from the measured time per step.
+
+    The first chunk is short (it also pays for compilation); later ones grow or shrink toward
+    the target. Chunk length changes nothing but how often Python sees the run: the trip
+    count is a traced value, so every length shares one compilation.
+    """
+
+    def __init__(self, seconds: float, cap: int):
+        self.seconds, self.cap, self.size, self.calls = float(seconds), cap, min(8, cap), 0
+
+    def next(self) -> int:
+        return max(1, self.size)
+
+    def observe(self, length: int, elapsed: float) -> None:
+        self.calls += 1
+        if self.calls == 1:  # compilation dominates the first chunk
+            self.size = min(self.cap, 4 * length)
+            return
+        per_step = max(elapsed / max(length, 1), 1e-9)
+        target = int(self.seconds / per_step)
+        self.size = int(min(self.cap, max(1, min(target, 4 * length))))
+
+
+class _Trace:
+    """Host-side accumulation of the probe records of each chunk."""
+
+    def __init__(self, names, shapes):
+        self.names, self.shapes = names, shapes
+        self.records = {nm: [] for nm in names}
+        self.steps = {nm: [] for nm in names}
+
+    def empty(self, nm, count=0):
+        return jax.tree.map(lambda s: np.zeros((count,) + s.shape, s.dtype), self.shapes[nm])
+
+    def extend(self, bufs):
+        for nm in self.names:
+            records, steps, count = bufs[nm]
+            c = int(count)
+            self.records[nm].append(jax.tree.map(lambda r, c=c: np.asarray(r[:c]), records))
+            self.steps[nm].append(np.asarray(steps[:c]))
+
+    def arrays(self):
+        recs, steps = {}, {}
+        for nm in self.names:
+            parts = self.records[nm] or [self.empty(nm)]
+            recs[nm] = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+            steps[nm] = np.concatenate(self.steps[nm] or [np.zeros(0, np.int32)])
+        return recs, steps
+
+
+
+def _check_probes(probes) -> dict:
+    probes = dict(probes or {})
+    for name, pr in probes.items():
+        if not isinstance(name, str):
+            raise TypeError(f"probe names must be strings; got {name!r}")
+        if not isinstance(pr, Probe):
+            raise TypeError(f"probes[{name!r}] must be a landscape.train.Probe (see "
+                            f"train.probe); got {type(pr).__name__}")
+    return probes
+
+
+def _check_hyperparams(optimizer, hyperparams) -> dict:
+    if isinstance(optimizer, optax.GradientTransformation):
+        if hyperparams:
+            raise ValueError("hyperparams are given, but optimizer is already a "
+                             "GradientTransformation; pass a factory such as optax.sgd instead")
+        return {}
+    if not callable(optimizer):
+        raise TypeError("optimizer must be an optax.GradientTransformation or a factory "
+                        f"(e.g. optax.sgd) called with hyperparams; got {type(optimizer)}")
+    out = {}
+    for k, v in dict(hyperparams or {}).items():
+        arr = jnp.asarray(v)
+        if arr.ndim != 0 or not jnp.issubdtype(arr.dtype, jnp.number):
+            raise ValueError(f"hyperparams[{k!r}] must be a number; got {v!r}")
+        if not np.isfinite(np.asarray(arr)):
+            raise ValueError(f"hyperparams[{k!r}] must be finite; got {v!r}")
+        out[k] = arr
+    try:
+        built = optimizer(**out)
+    except TypeError as exc:
+        raise TypeError(f"optimizer factory rejected hyperparams {sorted(out)}: {exc}") from None
+    if not isinstance(built, optax.GradientTransformation):
+        raise TypeError("optimizer(**hyperparams) must return an optax.GradientTransformation; "
+                        f"got {type(built).__name__}")
+    return out
 
 
 def _check_loss(loss_fn, params, dataset, model_state, batch_size, key):
@@ -219,14 +567,29 @@ def _key_list(key):
     return np.asarray(jax.random.key_data(key)).ravel().tolist()
 
 
-def _maybe_resume(path, state, history, key):
+def _save(path, state, probe_states, trace, history, key):
+    records, steps = trace.arrays()
+    tree = {"state": state, "probe_states": probe_states, "trace": records, "steps": steps}
+    ckpt.save(path, tree, {"history": history, "key": _key_list(key),
+                           "trace_counts": {nm: len(s) for nm, s in steps.items()}})
+
+
+def _maybe_resume(path, state, probe_states, trace, history, key):
     if path is None or not Path(path).exists():
-        return state, history, 0
-    state, meta = ckpt.load(path, state)
+        return state, probe_states, trace, history, 0
+    counts = ckpt.metadata(path).get("trace_counts", {})
+    like = {"state": state, "probe_states": probe_states,
+            "trace": {nm: trace.empty(nm, int(counts.get(nm, 0))) for nm in trace.names},
+            "steps": {nm: np.zeros(int(counts.get(nm, 0)), np.int32) for nm in trace.names}}
+    tree, meta = ckpt.load(path, like)
     if meta.get("key") != _key_list(key):
         raise ValueError(f"checkpoint {path} was written by a run with a different key; "
                          "delete it or pass the original key")
-    return state, {k: list(v) for k, v in meta["history"].items()}, int(state.step)
+    for nm in trace.names:
+        trace.records[nm] = [jax.tree.map(np.asarray, tree["trace"][nm])]
+        trace.steps[nm] = [np.asarray(tree["steps"][nm])]
+    history = {k: list(v) for k, v in meta["history"].items()}
+    return tree["state"], tree["probe_states"], trace, history, int(tree["state"].step)
 
 
 def _record(history, step, loss, extra):

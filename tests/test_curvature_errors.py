@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_curvature_oracles import apply_fn, loss_fn_for, make_data, make_params
+from test_curvature_oracles import C, apply_fn, loss_fn_for, make_data, make_params
 
 from landscape import curvature, losses
 
@@ -119,6 +119,57 @@ def test_fisher_arguments(setup):
         curvature.fisher(
             apply_fn, losses.softmax_cross_entropy, params, data, key=jax.random.key(0)
         )
+
+
+@pytest.mark.parametrize("key", [0, np.uint32(7), jnp.zeros(3, jnp.uint32), "seed"])
+def test_fisher_key_must_be_a_prng_key(setup, key):
+    params, data, _ = setup
+    with pytest.raises(TypeError, match=r"^key must be a jax.random key"):
+        curvature.fisher(apply_fn, "cross_entropy", params, data, key=key)
+    # both key kinds that jax.random accepts still work
+    for good in (jax.random.key(0), jax.random.PRNGKey(0)):
+        curvature.fisher(apply_fn, "cross_entropy", params, data, key=good)
+
+
+def _with_label(data, label):
+    return {"x": data["x"], "y": data["y"].at[1].set(label)}
+
+
+_CLASSIFICATION_OPERATORS = {
+    "fisher": lambda p, d: curvature.fisher(apply_fn, "cross_entropy", p, d, key=jax.random.key(0)),
+    "fisher_exact": lambda p, d: curvature.fisher(apply_fn, "cross_entropy", p, d, exact=True),
+    "empirical_fisher": lambda p, d: curvature.empirical_fisher(apply_fn, "cross_entropy", p, d),
+    "ggn": lambda p, d: curvature.ggn(apply_fn, "cross_entropy", p, d),
+    "ggn_alias": lambda p, d: curvature.ggn(apply_fn, "softmax_cross_entropy", p, d),
+}
+
+
+@pytest.mark.parametrize(
+    "make", list(_CLASSIFICATION_OPERATORS.values()), ids=list(_CLASSIFICATION_OPERATORS)
+)
+@pytest.mark.parametrize("label", [C, -1])
+def test_labels_outside_the_classes_are_named(setup, make, label):
+    params, data, _ = setup
+    bad = _with_label(data, label)
+    y = np.asarray(bad["y"])
+    lo, hi = int(y.min()), int(y.max())
+    assert lo < 0 or hi >= C
+    message = rf"^dataset\['y'\] holds labels outside \[0, {C}\): min {lo}, max {hi}"
+    with pytest.raises(ValueError, match=message):
+        make(params, bad)
+    # the check does not depend on check=True (the loss evaluation) or on where the label sits
+    with pytest.raises(ValueError, match=message):
+        curvature.ggn(apply_fn, "cross_entropy", params, bad, batch_size=1, check=False)
+    make(params, data)  # in-range labels build fine
+
+
+def test_label_check_is_skipped_under_tracing(setup):
+    params, data, _ = setup
+    bad = _with_label(data, C)
+    v = jnp.ones(curvature.ggn(apply_fn, "cross_entropy", params, data).dim)
+    # labels are tracers here: only shape and dtype can be checked, so building must not raise
+    out = jax.jit(lambda d: curvature.ggn(apply_fn, "cross_entropy", params, d).matvec(v))(bad)
+    assert out.shape == v.shape
 
 
 def test_integer_params_rejected(setup):

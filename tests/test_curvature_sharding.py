@@ -1,9 +1,14 @@
-"""Sharded datasets give the same curvature products as one device (4 simulated CPU devices).
+"""Sharded datasets give the same results as one device (4 simulated CPU devices).
 
 The device count is fixed when JAX starts, so the check runs in a subprocess with
-``XLA_FLAGS=--xla_force_host_platform_device_count=4``. The dataset is placed with
-``NamedSharding(mesh, P("data"))`` along the example axis; products must match the unsharded ones
-to ``1e-5`` (float32) / ``1e-12`` (float64) relative, since only the summation order differs.
+``XLA_FLAGS=--xla_force_host_platform_device_count=4``. Two layouts: 24 examples placed with
+``NamedSharding(mesh, P("data"))`` (no padding), and 23 examples through
+``parallel.shard_dataset``, which pads to 24 with a zero-weight copy of the last example. Every
+dataset consumer (curvature products, the dataset mean, an interpolation path) must give the
+exact mean over the real examples: the one-device reference is computed on the unpadded data,
+and results must match to ``1e-5`` (float32) / ``1e-12`` (float64) relative, since only the
+summation order differs. Including the padding row would be off by far more (the padded
+row carries 1/24 of the weight).
 """
 
 from __future__ import annotations
@@ -23,28 +28,49 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from test_curvature_oracles import apply_fn, loss_fn_for, make_data, make_params
-from landscape import curvature
+from landscape import batching, connectivity, curvature, parallel
 
 assert jax.device_count() == 4, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("data",))
 params = make_params(jax.random.key(0))
+other = jax.tree.map(lambda x: 1.1 * x + 0.05, params)
 out = {}
-for kind in ("cross_entropy", "mse"):
-    data = make_data(jax.random.key(1), kind, n=24)
-    sharded = jax.device_put(data, NamedSharding(mesh, P("data")))
-    assert len(sharded["x"].sharding.device_set) == 4
-    builders = {
-        "hessian": lambda d: curvature.hessian(loss_fn_for(kind), params, d, batch_size=5),
-        "ggn": lambda d: curvature.ggn(apply_fn, kind, params, d, batch_size=8),
-        "fisher": lambda d: curvature.fisher(apply_fn, kind, params, d, batch_size=5,
-                                             key=jax.random.key(3), num_samples=2),
-        "empirical_fisher": lambda d: curvature.empirical_fisher(apply_fn, kind, params, d, 24),
-    }
-    v = jnp.cos(jnp.arange(31.0)).astype(jax.tree.leaves(params)[0].dtype)
-    for name, build in builders.items():
-        a = np.asarray(build(data).matvec(v))
-        b = np.asarray(jax.jit(lambda op, x: op.matvec(x))(build(sharded), v))
-        out[f"{kind}/{name}"] = float(np.abs(a - b).max() / np.abs(a).max())
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+for n, layout in ((24, "device_put"), (23, "shard_dataset")):
+    for kind in ("cross_entropy", "mse"):
+        data = make_data(jax.random.key(1), kind, n=n)
+        if layout == "device_put":
+            sharded = jax.device_put(data, NamedSharding(mesh, P("data")))
+            assert len(sharded["x"].sharding.device_set) == 4
+        else:
+            sharded = parallel.shard_dataset(data, mesh)
+            assert sharded.num_padded == 24 and sharded.num_examples == 23
+        builders = {
+            "hessian": lambda d: curvature.hessian(loss_fn_for(kind), params, d, batch_size=5),
+            "ggn": lambda d: curvature.ggn(apply_fn, kind, params, d, batch_size=8),
+            "fisher": lambda d: curvature.fisher(apply_fn, kind, params, d, batch_size=5,
+                                                 key=jax.random.key(3), num_samples=2),
+            "empirical_fisher": lambda d: curvature.empirical_fisher(apply_fn, kind, params, d,
+                                                                     24),
+        }
+        v = jnp.cos(jnp.arange(31.0)).astype(jax.tree.leaves(params)[0].dtype)
+        tag = f"n={n}/{kind}"
+        for name, build in builders.items():
+            a = build(data).matvec(v)
+            b = jax.jit(lambda op, x: op.matvec(x))(build(sharded), v)
+            out[f"{tag}/{name}"] = rel(a, b)
+        lf = loss_fn_for(kind)
+        mean = lambda d: batching.dataset_mean(lambda b: lf(params, b), d, 5)
+        out[f"{tag}/dataset_mean"] = rel(mean(data), jax.jit(mean)(sharded))
+        path = lambda d: connectivity.interpolate(lf, params, other, d, num_points=3,
+                                                  batch_size=7).losses
+        out[f"{tag}/interpolate"] = rel(path(data), path(sharded))
 print("RESULT" + json.dumps(out))
 """
 
@@ -62,7 +88,7 @@ def test_sharded_dataset_matches_single_device():
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT")][-1]
     diffs = json.loads(line[len("RESULT") :])
-    assert len(diffs) == 8
+    assert len(diffs) == 2 * 2 * 6
     tol = 1e-12 if jax.config.jax_enable_x64 else 1e-5
     bad = {k: d for k, d in diffs.items() if not d <= tol}
     assert not bad, bad

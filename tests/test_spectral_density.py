@@ -7,7 +7,7 @@ import pytest
 from _planted import planted
 
 from landscape import spectral
-from landscape.curvature.operator import MatrixOperator
+from landscape.linop import MatrixOperator
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = np.float64 if X64 else np.float32

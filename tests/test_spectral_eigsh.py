@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from landscape import spectral
-from landscape.curvature.operator import MatrixOperator
+from landscape.linop import MatrixOperator
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, tridiagonal
 
 X64 = bool(jax.config.jax_enable_x64)

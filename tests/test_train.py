@@ -162,3 +162,114 @@ def test_divergence_is_reported():
     with pytest.raises(FloatingPointError, match="non-finite"):
         train.train(loss_fn, params, optax.sgd(1e6), ds, key=jax.random.key(0), num_steps=50,
                     callback_every=10)
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def _norm_probe(every, data):
+    """Records the full-dataset loss and the parameter norm, and counts its own calls."""
+    loss_fn, _, _ = _problem()
+
+    def fn(ctx, count):
+        rec = {"loss": loss_fn(ctx.params, ctx.data),
+               "norm": jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(ctx.params)))}
+        return (rec, ctx.step), count + 1
+
+    return train.probe(fn, every=every, init=lambda p, d: jnp.zeros((), jnp.int32), data=data)
+
+
+def test_probes_record_what_a_hand_written_loop_sees():
+    loss_fn, params, ds = _problem()
+    res = train.train(loss_fn, params, optax.sgd(0.05), ds, key=jax.random.key(0), num_steps=23,
+                      probes={"m": _norm_probe(5, ds)}, chunk_seconds=1e-6)
+    np.testing.assert_array_equal(res.trace_steps["m"], [0, 5, 10, 15, 20])
+    rec, seen_step = res.trace["m"]
+    np.testing.assert_array_equal(seen_step, [0, 5, 10, 15, 20])
+    assert int(res.probe_states["m"]) == 5
+    p, expect_loss, expect_norm = params, [], []
+    for t in range(23):
+        if t % 5 == 0:  # measured before the update of step t
+            expect_loss.append(float(loss_fn(p, ds)))
+            expect_norm.append(float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p)))))
+        p = jax.tree.map(lambda a, g: a - 0.05 * g, p, jax.grad(loss_fn)(p, ds))
+    np.testing.assert_allclose(rec["loss"], expect_loss, rtol=1e-5)
+    np.testing.assert_allclose(rec["norm"], expect_norm, rtol=1e-5, atol=1e-7)
+
+
+def test_probe_trace_survives_resume(tmp_path):
+    loss_fn, params, ds = _problem()
+    kw = dict(key=jax.random.key(4), batch_size=8, checkpoint_every=4,
+              probes={"m": _norm_probe(3, ds)})
+    full = train.train(loss_fn, params, optax.adam(0.05), ds, num_steps=20, **kw)
+    ck = tmp_path / "run.ckpt"
+    train.train(loss_fn, params, optax.adam(0.05), ds, num_steps=12, checkpoint=ck, **kw)
+    rest = train.train(loss_fn, params, optax.adam(0.05), ds, num_steps=20, checkpoint=ck, **kw)
+    assert rest.resumed_from == 12
+    np.testing.assert_array_equal(rest.trace_steps["m"], full.trace_steps["m"])
+    chex.assert_trees_all_equal(rest.trace["m"], full.trace["m"])
+    assert int(rest.probe_states["m"]) == int(full.probe_states["m"]) == 7
+
+
+def test_chunking_does_not_change_results():
+    loss_fn, params, ds = _problem()
+    kw = dict(key=jax.random.key(1), num_steps=37, batch_size=8, probes={"m": _norm_probe(2, ds)})
+    a = train.train(loss_fn, params, optax.adam(0.05), ds, chunk_seconds=1e-6, **kw)
+    b = train.train(loss_fn, params, optax.adam(0.05), ds, chunk_seconds=100.0, **kw)
+    chex.assert_trees_all_equal(a.params, b.params)
+    chex.assert_trees_all_equal(a.trace, b.trace)
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+
+
+def test_learning_rate_sweep_compiles_once():
+    loss_fn, params, ds = _problem()
+
+    def fresh_loss(p, b):  # a new function object: its compilation cannot be in any cache
+        return loss_fn(p, b)
+
+    before = train._compiled_chunk._cache_size()
+    finals = []
+    for lr in np.geomspace(1e-3, 3e-2, 8):
+        res = train.train(fresh_loss, params, optax.sgd, ds, key=jax.random.key(0), num_steps=15,
+                          hyperparams={"learning_rate": lr}, chunk_seconds=1e-6)
+        finals.append(res.params)
+    assert train._compiled_chunk._cache_size() - before == 1
+    # and the values really differ: each run used its own learning rate
+    ref = train.train(loss_fn, params, optax.sgd(3e-2), ds, key=jax.random.key(0), num_steps=15)
+    chex.assert_trees_all_close(finals[-1], ref.params, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(finals[0]["w"], finals[-1]["w"])
+
+
+def test_run_steps_vmaps_over_learning_rates():
+    loss_fn, params, ds = _problem()
+    lrs = jnp.asarray([0.01, 0.02, 0.05])
+
+    def final(lr):
+        state = train.init_state(params, optax.sgd, hyperparams={"learning_rate": lr})
+        out = train.run_steps(loss_fn, optax.sgd, state, ds, key=jax.random.key(0), num_steps=10,
+                              hyperparams={"learning_rate": lr})
+        return out[0].params
+
+    batched = jax.jit(jax.vmap(final))(lrs)
+    for i, lr in enumerate(lrs):
+        ref = train.train(loss_fn, params, optax.sgd(float(lr)), ds, key=jax.random.key(0),
+                          num_steps=10)
+        chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], batched), ref.params,
+                                    rtol=1e-5, atol=1e-6)
+
+
+def test_bad_probe_and_hyperparams_are_named():
+    loss_fn, params, ds = _problem()
+    with pytest.raises(TypeError, match="probes\\['m'\\]"):
+        train.train(loss_fn, params, optax.sgd(0.1), ds, key=jax.random.key(0), num_steps=1,
+                    probes={"m": lambda c, s: (0.0, s)})
+    with pytest.raises(ValueError, match="every"):
+        train.probe(lambda c, s: (0.0, s), every=0)
+    with pytest.raises(ValueError, match="hyperparams"):
+        train.train(loss_fn, params, optax.sgd(0.1), ds, key=jax.random.key(0), num_steps=1,
+                    hyperparams={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.train(loss_fn, params, optax.sgd, ds, key=jax.random.key(0), num_steps=1,
+                    hyperparams={"learning_rate": float("nan")})

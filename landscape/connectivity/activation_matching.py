@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from landscape import tree as T
-from landscape.connectivity._eval import check_batch_size, check_models, dataset_mean
+from landscape.batching import check_batch_size, dataset_mean, num_examples
+from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import PermutationSpec, check_spec_fits
 from landscape.connectivity.weight_matching import MatchResult
 
@@ -67,7 +67,7 @@ def unit_statistics(features_fn: Callable, params_a, params_b, dataset, *,
                     batch_size: int | None = None) -> UnitStats:
     """Stream the moments of ``features_fn(params_a, .)`` and ``features_fn(params_b, .)``."""
     check_batch_size(batch_size)
-    T.check_batch(dataset, "dataset")
+    num_examples(dataset, "dataset")
 
     @jax.jit
     def run(pa, pb, data):

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from landscape import curvature
 from landscape import tree as T
-from landscape.connectivity._eval import check_batch_size, check_models, dataset_mean
+from landscape.batching import check_batch_size, dataset_mean, num_examples
+from landscape.connectivity._eval import check_models
 from landscape.connectivity.paths import Path, check_alphas, evaluate_path
 
 __all__ = ["SecondOrder", "second_order_barrier", "layerwise_paths", "group_by_layer"]
@@ -62,7 +63,7 @@ def second_order_barrier(loss_fn: Callable, params_a, params_b, dataset, *,
     """
     check_models(params_a, params_b)
     check_batch_size(batch_size)
-    T.check_batch(dataset, "dataset")
+    num_examples(dataset, "dataset")
 
     @jax.jit
     def run(pa, pb, data):
@@ -128,5 +129,5 @@ def layerwise_paths(loss_fn: Callable, params_a, params_b, dataset,
         res = evaluate_path(_partial_point, alphas, (params_a, params_b, mask), loss_fn, dataset,
                             error_fn=error_fn, batch_size=batch_size)
         out[name] = Path(alphas, res["loss"], res.get("error"),
-                         num_examples=T.num_examples(dataset))
+                         num_examples=num_examples(dataset))
     return out

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import tree as T
-from landscape.connectivity._eval import check_batch_size, check_models, dataset_mean
+from landscape.batching import check_batch_size, dataset_mean, num_examples
+from landscape.connectivity._eval import check_models
 
 __all__ = [
     "Path",
@@ -122,9 +123,9 @@ def evaluate_path(point_fn: Callable, coords, endpoints, loss_fn, dataset, *, er
     """
     check_batch_size(batch_size)
     check_batch_size(chunk_size, "chunk_size")
-    T.check_batch(dataset, "dataset")
+    num_examples(dataset, "dataset")
     if test_dataset is not None:
-        T.check_batch(test_dataset, "test_dataset")
+        num_examples(test_dataset, "test_dataset")
     run = _compiled(point_fn, loss_fn, error_fn, recompute_state, batch_size,
                     None if chunk_size is None else min(int(chunk_size), len(coords)))
     return run(coords, endpoints, dataset, test_dataset)
@@ -202,7 +203,7 @@ def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, a
                         batch_size=batch_size, chunk_size=chunk_size,
                         recompute_state=recompute_state if policy == "recompute" else None)
     return Path(alphas, out["loss"], out.get("error"), out.get("test_loss"),
-                out.get("test_error"), policy, T.num_examples(dataset))
+                out.get("test_error"), policy, num_examples(dataset))
 
 
 def _values(path, metric: str, split: str):

@@ -21,7 +21,6 @@ from landscape.curvature.fisher import empirical_fisher, fisher
 from landscape.curvature.gauss_newton import OutputCurvatureOperator, ggn
 from landscape.curvature.hessian import HessianOperator, hessian, hvp
 from landscape.curvature.linearized import LinearizedOperator, linearized
-from landscape.curvature.operator import LinearOperator, MatrixOperator
 from landscape.curvature.probes import (
     DeterminismProbe,
     FiniteDifferenceCheck,
@@ -31,6 +30,7 @@ from landscape.curvature.probes import (
     symmetry_probe,
 )
 from landscape.curvature.restrict import RestrictedOperator, block_masks, mask_indices, restrict
+from landscape.linop import LinearOperator, MatrixOperator
 
 __all__ = [
     "LinearOperator",

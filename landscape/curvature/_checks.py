@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import batching
 from landscape import tree as T
 
 
@@ -50,14 +51,18 @@ def check_batch_size(batch_size) -> int:
 
 
 def check_dataset(dataset, name: str = "dataset") -> int:
-    """Non-empty pytree of arrays sharing the leading example axis; returns ``n``."""
-    return T.check_batch(dataset, name)
+    """Non-empty pytree of arrays sharing the leading example axis (or a ``ShardedDataset``);
+    returns the number ``n`` of real examples."""
+    data = dataset.data if isinstance(dataset, batching.ShardedDataset) else dataset
+    T.check_batch(data, name)
+    return batching.num_examples(dataset, name)
 
 
 def check_supervised(dataset, name: str = "dataset") -> int:
-    """A ``{"x", "y"}`` dict with a shared leading axis; returns ``n``."""
-    if not isinstance(dataset, dict) or "x" not in dataset or "y" not in dataset:
-        got = sorted(dataset) if isinstance(dataset, dict) else type(dataset).__name__
+    """A ``{"x", "y"}`` dict (plain or sharded) with a shared leading axis; returns ``n``."""
+    data = dataset.data if isinstance(dataset, batching.ShardedDataset) else dataset
+    if not isinstance(data, dict) or "x" not in data or "y" not in data:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise TypeError(f"{name} must be a dict with keys 'x' and 'y'; got {got}")
     return check_dataset(dataset, name)
 

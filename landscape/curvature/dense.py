@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape.curvature import _checks as C
-from landscape.curvature.operator import LinearOperator, MatrixOperator
+from landscape.linop import LinearOperator, MatrixOperator
 
 __all__ = ["dense", "from_matrix"]
 

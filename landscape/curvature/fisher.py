@@ -25,6 +25,7 @@ import jax
 
 from landscape.curvature import output_losses as O
 from landscape.curvature.gauss_newton import build
+from landscape.spectral._inputs import check_key
 
 __all__ = ["fisher", "empirical_fisher"]
 
@@ -48,8 +49,12 @@ def fisher(
       output_loss: ``"cross_entropy"`` (labels ~ Categorical(softmax(f))) or ``"mse"``
         (targets ~ N(f, I)). Callables are not supported: the predictive distribution of an
         arbitrary loss is not known.
-      params, dataset, batch_size, check: as in :func:`landscape.curvature.ggn`.
-      key: PRNG key of the Monte Carlo labels (required unless ``exact=True``). Labels are drawn
+      params, dataset, batch_size, check: as in :func:`landscape.curvature.ggn`. For
+        cross-entropy, concrete integer labels ``dataset["y"]`` must lie in ``[0, C)`` with ``C``
+        the last axis of the model output (``ValueError`` naming ``dataset['y']`` otherwise),
+        although the Monte Carlo Fisher itself does not use them.
+      key: PRNG key of the Monte Carlo labels (required unless ``exact=True``; a
+        ``jax.random.key`` or a legacy ``PRNGKey``, else ``TypeError``). Labels are drawn
         once per example with ``fold_in(key, example_index)``, so every product of one operator
         uses the SAME labels (a fixed symmetric PSD matrix, as Lanczos needs) and the matrix does
         not depend on ``batch_size`` or on sharding.
@@ -74,6 +79,7 @@ def fisher(
         return build(apply_fn, kind, params, dataset, batch_size, "fisher_exact", check=check)
     if key is None:
         raise ValueError("fisher needs key=jax.random.key(...) to sample labels (or exact=True)")
+    check_key(key, "key")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int; got {num_samples!r}")
     return build(

@@ -8,12 +8,16 @@ forms ``H``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
+from landscape import batching
 from landscape import tree as T
 from landscape.curvature import _checks as C
-from landscape.curvature.dataset_operator import DatasetOperator, sum_over_batches
+from landscape.curvature.dataset_operator import DatasetOperator
+from landscape.linop import operator_dataclass, static
 
 __all__ = ["hvp", "hessian", "HessianOperator"]
 
@@ -48,14 +52,14 @@ def hvp(loss_fn, params, batch, v):
     return _hvp_unchecked(loss_fn, params, batch, v)
 
 
-@jax.tree_util.register_pytree_node_class
+@operator_dataclass
 class HessianOperator(DatasetOperator):
     """``H = (1/n) sum_i d^2 l_i / d theta^2`` over a whole dataset, as a ``LinearOperator``.
 
     Built by :func:`hessian`; see there. Extra attribute: ``loss_fn``.
     """
 
-    _AUX = DatasetOperator._AUX + ("loss_fn",)
+    loss_fn: Callable = static()
 
     def _batch_sum(self, batch, idx, v_tree):
         b = idx.shape[0]
@@ -65,11 +69,9 @@ class HessianOperator(DatasetOperator):
 
 def mean_loss(loss_fn, params, dataset, batch_size: int) -> jax.Array:
     """Exact mean of ``loss_fn`` over ``dataset`` (batches weighted by their size)."""
-    n = C.check_dataset(dataset)
     dtype = jnp.result_type(*jax.tree.leaves(params))
-    fn = lambda batch, idx: (loss_fn(params, batch) * idx.shape[0]).astype(dtype)
-    total = sum_over_batches(fn, dataset, n, batch_size, jnp.zeros((), dtype))
-    return total / n
+    return batching.dataset_mean(lambda batch: loss_fn(params, batch), dataset, batch_size,
+                                 dtype=dtype)
 
 
 _mean_loss_jit = jax.jit(mean_loss, static_argnums=(0, 3))
@@ -94,7 +96,8 @@ def hessian(loss_fn, params, dataset, batch_size: int = 256, *, check: bool = Tr
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the batch.
       params: pytree of floating arrays.
-      dataset: pytree of arrays with a shared leading example axis ``n >= 1``.
+      dataset: pytree of arrays with a shared leading example axis ``n >= 1``, or a
+        ``landscape.batching.ShardedDataset`` (the mean is over its real examples).
       batch_size: positive int, examples per batch in the product loop.
       check: when params are concrete, evaluate the full-dataset loss once and raise if it is
         not finite (one forward pass).
@@ -104,11 +107,9 @@ def hessian(loss_fn, params, dataset, batch_size: int = 256, *, check: bool = Tr
     b = C.check_batch_size(batch_size)
     n = C.check_dataset(dataset)
     C.check_params(params)
-    C.check_scalar_loss(loss_fn, params, T.take(dataset, slice(0, min(b, n))))
+    C.check_scalar_loss(loss_fn, params, batching.first_batch(dataset, b))
     if check and C.is_concrete((params, dataset)):
         C.check_finite_value(_mean_loss_jit(loss_fn, params, dataset, b), "the dataset loss")
-    op = object.__new__(HessianOperator)
-    op.params, op.dataset, op.loss_fn = params, dataset, loss_fn
-    op.dim, op.dtype = C.flat_dim_dtype(params)
-    op.num_examples, op.batch_size = n, b
-    return op
+    dim, dtype = C.flat_dim_dtype(params)
+    return HessianOperator(params=params, dataset=dataset, loss_fn=loss_fn, dim=dim,
+                           dtype=dtype, num_examples=n, batch_size=b)

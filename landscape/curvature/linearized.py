@@ -19,11 +19,13 @@ activations cost more than recomputing them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from landscape.curvature.operator import LinearOperator
+from landscape.linop import LinearOperator, operator_dataclass, static
 
 __all__ = ["linearized", "LinearizedOperator"]
 
@@ -34,7 +36,7 @@ def _apply(op, v):
     return out
 
 
-@jax.tree_util.register_pytree_node_class
+@operator_dataclass
 class LinearizedOperator(LinearOperator):
     """The cached linear map of another operator (built by :func:`linearized`).
 
@@ -43,18 +45,14 @@ class LinearizedOperator(LinearOperator):
     operator's params, or ``None``), ``dim``, ``dtype``.
     """
 
+    residuals: tuple
+    params: Any
+    jaxpr: Any = static()
+    dim: int = static()
+    dtype: Any = static()
+
     def _matvec(self, v):
         return _apply(self, v)
-
-    def tree_flatten(self):
-        return (self.residuals, self.params), (self.jaxpr, self.dim, self.dtype)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        obj.residuals, obj.params = children
-        obj.jaxpr, obj.dim, obj.dtype = aux
-        return obj
 
 
 def linearized(op: LinearOperator) -> LinearizedOperator:
@@ -69,8 +67,5 @@ def linearized(op: LinearOperator) -> LinearizedOperator:
     zero = jnp.zeros((op.dim,), op.dtype)
     _, lin = jax.linearize(op._matvec, zero)
     closed = jax.make_jaxpr(lin)(zero)
-    out = object.__new__(LinearizedOperator)
-    out.jaxpr, out.residuals = closed.jaxpr, tuple(closed.consts)
-    out.params = getattr(op, "params", None)
-    out.dim, out.dtype = op.dim, np.dtype(op.dtype)
-    return out
+    return LinearizedOperator(residuals=tuple(closed.consts), params=getattr(op, "params", None),
+                              jaxpr=closed.jaxpr, dim=op.dim, dtype=np.dtype(op.dtype))

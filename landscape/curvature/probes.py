@@ -18,7 +18,7 @@ import numpy as np
 from landscape import tree as T
 from landscape.curvature import _checks as C
 from landscape.curvature.hessian import hvp
-from landscape.curvature.operator import LinearOperator
+from landscape.linop import LinearOperator
 
 __all__ = [
     "symmetry_probe",

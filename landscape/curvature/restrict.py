@@ -9,12 +9,14 @@ Each product costs one full product of the base operator.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from landscape import tree as T
-from landscape.curvature.operator import LinearOperator
+from landscape.linop import LinearOperator, operator_dataclass, static
 
 __all__ = ["restrict", "RestrictedOperator", "mask_indices", "block_masks"]
 
@@ -83,7 +85,7 @@ def block_masks(params) -> dict[str, object]:
     return out
 
 
-@jax.tree_util.register_pytree_node_class
+@operator_dataclass
 class RestrictedOperator(LinearOperator):
     """``P^T A P``: the principal submatrix of ``base`` on coordinates ``indices``.
 
@@ -91,25 +93,20 @@ class RestrictedOperator(LinearOperator):
     params), ``dim = k``, ``dtype = base.dtype``.
     """
 
-    def __init__(self, base: LinearOperator, indices):
-        self.base = base
-        self.indices = jnp.asarray(indices, jnp.int32)
-        self.dim = int(self.indices.shape[0])
-        self.dtype = base.dtype
+    base: LinearOperator
+    indices: jax.Array
+    dim: int = static()
+    dtype: Any = static()
 
     def _matvec(self, v):
         full = jnp.zeros((self.base.dim,), self.dtype).at[self.indices].set(v)
         return self.base._matvec(full)[self.indices]
 
-    def tree_flatten(self):
-        return (self.base, self.indices), (self.dim, self.dtype)
 
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        obj.base, obj.indices = children
-        obj.dim, obj.dtype = aux
-        return obj
+def _restricted(base, indices) -> RestrictedOperator:
+    indices = jnp.asarray(indices, jnp.int32)
+    return RestrictedOperator(base=base, indices=indices, dim=int(indices.shape[0]),
+                              dtype=base.dtype)
 
 
 def restrict(op: LinearOperator, mask, params=None) -> RestrictedOperator:
@@ -132,10 +129,10 @@ def restrict(op: LinearOperator, mask, params=None) -> RestrictedOperator:
         idx = np.unique(np.asarray(mask))
         if idx.size == 0 or idx[0] < 0 or idx[-1] >= op.dim:
             raise ValueError(f"mask indices must be non-empty and in [0, {op.dim}); got {idx}")
-        return RestrictedOperator(op, idx)
+        return _restricted(op, idx)
     params = getattr(op, "params", None) if params is None else params
     if params is None:
         raise ValueError("params is required to interpret a pytree/callable mask for this op")
     if T.ravel(params)[0].shape[0] != op.dim:
         raise ValueError(f"params ravel to {T.ravel(params)[0].shape[0]} values; op.dim={op.dim}")
-    return RestrictedOperator(op, mask_indices(params, mask))
+    return _restricted(op, mask_indices(params, mask))

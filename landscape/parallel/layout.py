@@ -5,14 +5,12 @@ See ``landscape.parallel`` for the data-parallel model and the padding rule.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from landscape.batching import ShardedDataset
 from landscape.tree import check_batch
 
 __all__ = [
@@ -95,37 +93,6 @@ def _put(x, sharding: NamedSharding):
 
 
 # ----------------------------------------------------------------------------- datasets
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardedDataset:
-    """A dataset laid out along the example axis of a mesh of ``d`` devices.
-
-    ``num_padded = d * ceil(n / d)`` rows; device ``k`` holds rows ``k * num_padded / d`` up to
-    ``(k + 1) * num_padded / d``; :func:`shard_dataset` puts the padding (copies of the last
-    example) on the last devices, :func:`shard_process_local` at the end of each process's
-    block. It is a pytree (``num_examples`` is static), so it can be passed to ``jax.jit``.
-
-    Attributes:
-        data: the dataset pytree; every leaf has leading size ``num_padded`` (a multiple of the
-            mesh size) and is sharded along that axis.
-        weights: ``(num_padded,)`` floats, 1 for real examples and 0 for padding; ``None`` when
-            no padding was needed (then ``loss_fn`` is applied to the batch as is).
-        num_examples: the number of real examples ``n`` (static metadata).
-    """
-
-    data: Any
-    weights: jax.Array | None
-    num_examples: int
-
-    @property
-    def num_padded(self) -> int:
-        return int(np.shape(jax.tree.leaves(self.data)[0])[0])
-
-
-jax.tree_util.register_dataclass(
-    ShardedDataset, data_fields=["data", "weights"], meta_fields=["num_examples"]
-)
 
 
 def pad_dataset(dataset, multiple: int):

@@ -1,6 +1,6 @@
 """Spectral analysis of symmetric linear operators (Hessian, GGN, Fisher, dense matrices).
 
-Every routine takes an operator following ``landscape.curvature.operator.LinearOperator``
+Every routine takes an operator following ``landscape.linop.LinearOperator``
 (``op.dim``, ``op.dtype``, ``op.matvec``) and an explicit ``jax.random`` key, and returns a
 NamedTuple carrying its provenance (products used, residuals, standard errors).
 

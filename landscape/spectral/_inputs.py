@@ -12,22 +12,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import linop
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def as_operator(op, *, dim=None, dtype=None, name: str = "op"):
+    """``op`` as a ``LinearOperator``: an operator, or a bare ``matvec`` callable with ``dim``
+    (and optionally ``dtype``). See :func:`landscape.linop.as_operator`."""
+    return linop.as_operator(op, dim=dim, dtype=dtype, name=name)
+
+
 def check_operator(op, name: str = "op") -> None:
-    """Raise ``TypeError`` unless ``op`` follows the LinearOperator protocol."""
-    if not callable(getattr(op, "matvec", None)) or not hasattr(op, "dim"):
-        raise TypeError(
-            f"{name} must be a linear operator with .dim and .matvec(v) "
-            f"(see landscape.curvature.operator); got {type(op).__name__}"
-        )
-    dim = op.dim
-    if not isinstance(dim, int | np.integer) or dim < 1:
-        raise ValueError(f"{name}.dim must be a positive int; got {dim!r}")
-    dtype = getattr(op, "dtype", None)
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name}.dtype must be a real floating dtype; got {dtype!r}")
+    """Raise unless ``op`` follows the LinearOperator protocol (``.dim``, ``.dtype``,
+    ``.matvec``)."""
+    if not (callable(getattr(op, "matvec", None)) and hasattr(op, "dim")):
+        raise TypeError(f"{name} must be a linear operator with .dim and .matvec(v) "
+                        f"(see landscape.linop); got {type(op).__name__}")
+    linop.as_operator(op, name=name)
 
 
 def check_int(value, name: str, *, low: int = 1, high: int | None = None) -> int:
