@@ -1,18 +1,21 @@
-"""Pytree helpers and input checks used throughout landscape.
+"""Pytree helpers used throughout landscape (pure and jit-able).
 
-Everything here is pure and jit-able except the ``check_*`` functions, which run on concrete
-values at the Python level and raise a ``ValueError``/``TypeError`` that names the offending
-argument (the library's "fail fast, never a silent NaN" rule).
+The ``check_*`` names here are re-exported from ``landscape.validate``, their one home.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
+
+from landscape.validate import (  # noqa: F401  (re-exported for existing callers)
+    check_batch,
+    check_finite,
+    check_same_structure,
+    check_scalar,
+    num_examples,
+)
 
 __all__ = [
     "ravel",
@@ -93,59 +96,8 @@ def tree_random_normal(key, like):
     return jax.tree.unflatten(treedef, out)
 
 
-def num_examples(batch, name: str = "batch") -> int:
-    """Leading-axis length shared by every leaf of ``batch``; raises if they disagree."""
-    leaves = jax.tree.leaves(batch)
-    if not leaves:
-        raise ValueError(f"{name} has no array leaves")
-    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
-    if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(
-            f"{name} leaves must share a leading example axis; got leading sizes "
-            f"{sorted(sizes)} (-1 marks a scalar leaf)"
-        )
-    return sizes.pop()
-
-
 def take(batch, idx):
     """Select examples ``idx`` (an index array or slice) from every leaf."""
     return jax.tree.map(lambda x: x[idx], batch)
 
 
-def check_batch(batch, name: str = "dataset") -> int:
-    """Validate a dataset/batch pytree and return its number of examples."""
-    n = num_examples(batch, name)
-    if n == 0:
-        raise ValueError(f"{name} is empty (0 examples)")
-    return n
-
-
-def check_same_structure(a, b, name_a: str = "a", name_b: str = "b") -> None:
-    """Raise ``ValueError`` unless ``a`` and ``b`` have the same tree structure and leaf shapes."""
-    ta, tb = jax.tree.structure(a), jax.tree.structure(b)
-    if ta != tb:
-        raise ValueError(f"{name_a} and {name_b} have different pytree structures:\n{ta}\nvs\n{tb}")
-    for i, (x, y) in enumerate(zip(jax.tree.leaves(a), jax.tree.leaves(b))):
-        if np.shape(x) != np.shape(y):
-            raise ValueError(
-                f"{name_a} and {name_b} differ at leaf {i}: shape {np.shape(x)} vs {np.shape(y)}"
-            )
-
-
-def check_finite(tree: Any, name: str) -> None:
-    """Raise ``ValueError`` if any leaf of ``tree`` holds NaN or inf (concrete values only)."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            where = jax.tree_util.keystr(path) or "<root>"
-            raise ValueError(f"{name} contains non-finite values at {where}")
-
-
-def check_scalar(value, name: str = "loss_fn") -> None:
-    """Raise ``TypeError`` unless ``value`` (array or ShapeDtypeStruct) is a real scalar."""
-    shape = tuple(getattr(value, "shape", np.shape(value)))
-    dtype = getattr(value, "dtype", np.asarray(value).dtype)
-    if shape != ():
-        raise TypeError(f"{name} must return a scalar; got an array of shape {shape}")
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name} must return a real floating scalar; got dtype {dtype}")

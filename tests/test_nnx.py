@@ -89,3 +89,26 @@ def test_bad_mode_and_model_are_named():
         lnnx.functional(_Net(nnx.Rngs(0)), mode="inference")
     with pytest.raises(TypeError, match="model"):
         lnnx.functional(lambda x: x)
+
+
+def test_models_take_a_key_instead_of_rngs():
+    """``key=k`` builds the same weights as ``rngs=nnx.Rngs(params=k)``; one of them is required."""
+    import jax
+    import numpy as np
+    import pytest
+    from flax import nnx
+
+    from landscape import models
+
+    k = jax.random.key(7)
+    for build in (lambda **kw: models.MLP(4, 8, 1, 3, **kw),
+                  lambda **kw: models.CNN1D(width=4, num_layers=2, **kw),
+                  lambda **kw: models.ResNet20(norm="batch", **kw)):
+        a = nnx.state(build(key=k), nnx.Param)
+        b = nnx.state(build(rngs=nnx.Rngs(params=k)), nnx.Param)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(TypeError, match="exactly one of rngs"):
+        models.MLP(4, 8, 1, 3)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        models.MLP(4, 8, 1, 3, key=3)

@@ -12,9 +12,12 @@ Non-parameter state (BatchNorm running statistics) follows an explicit ``state_p
 ``recompute_state(params, state, dataset)`` at every alpha: the "BN reset" of Jordan et al.
 2023). With state, ``loss_fn(params, batch, state)`` and ``error_fn(params, batch, state)``.
 
-Barrier kinds (REFERENCES.md): ``max_minus_mean`` = max L(alpha) - (L_A + L_B)/2 (Frankle et al.
-2020), ``max_minus_linear`` = max [L(alpha) - ((1 - alpha) L_A + alpha L_B)] (Entezari et al.
-2022), ``midpoint_minus_mean`` = L(1/2) - (L_A + L_B)/2 (Jordan et al. 2023).
+Barrier kinds: ``max_minus_mean`` = max L(alpha) - (L_A + L_B)/2 (Frankle, Dziugaite, Roy,
+Carbin 2020, "Linear mode connectivity and the lottery ticket hypothesis"), ``max_minus_linear``
+= max [L(alpha) - ((1 - alpha) L_A + alpha L_B)] (Entezari, Sedghi, Saukh, Neyshabur 2022, "The
+role of permutation invariance in linear mode connectivity of neural networks"),
+``midpoint_minus_mean`` = L(1/2) - (L_A + L_B)/2 (Jordan, Sedghi, Saukh, Entezari, Neyshabur
+2023, "REPAIR: REnormalizing permuted activations for interpolation repair").
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from landscape.models.layers import (
     check_input,
     check_positive_int,
     param_dtype_or_default,
+    rngs_from,
 )
 
 __all__ = ["Attention"]
@@ -47,7 +48,8 @@ class Attention(nnx.Module):
 
     def __init__(self, d: int, *, param: str = "W", m: int | None = None, v=None,
                  train_v: bool = False, init_std: float | None = None, param_dtype=None,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "Attention")
         d = check_positive_int(d, "d")
         if param not in PARAMS:
             raise ValueError(f"param must be one of {PARAMS}; got {param!r}")

@@ -17,6 +17,7 @@ from landscape.models.layers import (
     check_positive_int,
     make_norm,
     param_dtype_or_default,
+    rngs_from,
 )
 
 __all__ = ["CNN2D", "CNN1D", "cnn_num_params"]
@@ -125,7 +126,8 @@ class CNN2D(_ConvNet):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, width: int = 16,
                  num_layers: int = 3, kernel_size: int = 3, activation="relu",
                  norm: str | None = None, pool: str = "avg", param_dtype=None,
-                 conv_impl: str = "auto", rngs: nnx.Rngs):
+                 conv_impl: str = "auto", rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "CNN2D")
         super().__init__(num_classes, in_channels=in_channels, width=width,
                          num_layers=num_layers, kernel_size=kernel_size, activation=activation,
                          norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs,
@@ -154,7 +156,8 @@ class CNN1D(_ConvNet):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, width: int = 16,
                  num_layers: int = 3, kernel_size: int = 5, activation="relu",
                  norm: str | None = None, pool: str = "avg", param_dtype=None,
-                 conv_impl: str = "auto", rngs: nnx.Rngs):
+                 conv_impl: str = "auto", rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "CNN1D")
         super().__init__(num_classes, in_channels=in_channels, width=width,
                          num_layers=num_layers, kernel_size=kernel_size, activation=activation,
                          norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs,

@@ -6,12 +6,16 @@ Private to :mod:`landscape.models`; the public names are re-exported from the pa
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from landscape.validate import (  # noqa: F401  (re-exported for existing callers)
+    check_key,
+    check_positive_int,
+)
 
 __all__ = ["ACTIVATIONS", "NORMS", "activation_fn", "make_norm", "param_dtype_or_default",
            "check_input", "count_params", "Constant"]
@@ -92,13 +96,21 @@ def param_dtype_or_default(param_dtype):
     return dtype
 
 
-def check_positive_int(value, name: str, *, allow_zero: bool = False) -> int:
-    """Return ``value`` as an ``int`` (numpy integers accepted) or raise ``ValueError``."""
-    lo = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-        what = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name} must be {what} int; got {value!r}")
-    return int(value)
+def rngs_from(rngs, key, model: str) -> nnx.Rngs:
+    """The ``nnx.Rngs`` of a model built with ``rngs=`` or with a ``jax.random`` ``key=``.
+
+    ``key=k`` is the same as ``rngs=nnx.Rngs(params=k)``, so callers need not import flax to
+    build a model. Exactly one of the two must be given.
+    """
+    if (rngs is None) == (key is None):
+        raise TypeError(f"{model} needs exactly one of rngs=nnx.Rngs(...) or "
+                        "key=jax.random.key(...)")
+    if rngs is not None:
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"{model}: rngs must be an nnx.Rngs; got {type(rngs).__name__}")
+        return rngs
+    check_key(key, "key")
+    return nnx.Rngs(params=key)
 
 
 def check_input(x, name: str, trailing: Sequence[int | None], *, model: str) -> None:

@@ -8,7 +8,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from landscape.models.init import standard_draws
-from landscape.models.layers import check_input, check_positive_int, param_dtype_or_default
+from landscape.models.layers import (
+    check_input,
+    check_positive_int,
+    param_dtype_or_default,
+    rngs_from,
+)
 
 __all__ = ["LinearSelfAttention"]
 
@@ -37,7 +42,8 @@ class LinearSelfAttention(nnx.Module):
     """
 
     def __init__(self, d_in: int, d_out: int = 1, *, init_std: float = 0.02, param_dtype=None,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "LinearSelfAttention")
         d_in, d_out = check_positive_int(d_in, "d_in"), check_positive_int(d_out, "d_out")
         dtype = param_dtype_or_default(param_dtype)
         self.d_in, self.d_out, self.dim = d_in, d_out, d_in + d_out

@@ -16,6 +16,7 @@ from landscape.models.layers import (
     check_positive_int,
     make_norm,
     param_dtype_or_default,
+    rngs_from,
 )
 
 __all__ = ["MLP"]
@@ -51,7 +52,8 @@ class MLP(nnx.Module):
 
     def __init__(self, in_features: int, width: int, depth: int, num_classes: int, *,
                  activation="relu", norm: str | None = None, residual: bool = False,
-                 param_dtype=None, rngs: nnx.Rngs):
+                 param_dtype=None, rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "MLP")
         in_features = check_positive_int(in_features, "in_features")
         width = check_positive_int(width, "width")
         depth = check_positive_int(depth, "depth", allow_zero=True)

@@ -16,6 +16,7 @@ from landscape.models.layers import (
     check_positive_int,
     make_norm,
     param_dtype_or_default,
+    rngs_from,
 )
 
 __all__ = ["ResNet20", "BasicBlock"]
@@ -105,7 +106,8 @@ class ResNet20(nnx.Module):
     def __init__(self, num_classes: int = 10, width_multiplier: int = 1, *,
                  norm: str | None = "batch", in_channels: int = 3,
                  shortcut: str = "projection", param_dtype=None, conv_impl: str = "auto",
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "ResNet20")
         num_classes = check_positive_int(num_classes, "num_classes")
         width_multiplier = check_positive_int(width_multiplier, "width_multiplier")
         in_channels = check_positive_int(in_channels, "in_channels")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from landscape.models.init import lecun_normal, normal
-from landscape.models.layers import check_positive_int, param_dtype_or_default
+from landscape.models.layers import check_positive_int, param_dtype_or_default, rngs_from
 
 __all__ = ["Transformer", "CausalSelfAttention", "z_loss"]
 
@@ -111,7 +111,8 @@ class Transformer(nnx.Module):
 
     def __init__(self, vocab: int, d_model: int, n_layers: int, n_heads: int, seq_len: int, *,
                  qk_layernorm: bool = False, mlp_ratio: int = 4, param_dtype=None,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs | None = None, key=None):
+        rngs = rngs_from(rngs, key, "Transformer")
         vocab, d_model, n_layers, n_heads, seq_len, mlp_ratio = (
             check_positive_int(value, arg) for value, arg in (
                 (vocab, "vocab"), (d_model, "d_model"), (n_layers, "n_layers"),

@@ -6,13 +6,18 @@ concrete, on the values themselves; under an outer ``jax.jit`` the value checks 
 
 from __future__ import annotations
 
-import operator as _operator
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from landscape import linop
+from landscape.validate import (  # noqa: F401  (re-exported for existing callers)
+    check_concrete_values,
+    check_int,
+    check_key,
+    check_positive,
+    check_vector,
+)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -30,63 +35,6 @@ def check_operator(op, name: str = "op") -> None:
         raise TypeError(f"{name} must be a linear operator with .dim and .matvec(v) "
                         f"(see landscape.linop); got {type(op).__name__}")
     linop.as_operator(op, name=name)
-
-
-def check_int(value, name: str, *, low: int = 1, high: int | None = None) -> int:
-    """Return ``value`` as an int in ``[low, high]`` or raise naming ``name``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int; got bool {value!r}")
-    try:
-        ivalue = _operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}") from None
-    if ivalue < low or (high is not None and ivalue > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bounds}; got {ivalue}")
-    return ivalue
-
-
-def check_positive(value, name: str) -> float:
-    """Return ``value`` as a positive finite float or raise naming ``name``."""
-    try:
-        fvalue = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number; got {value!r}") from None
-    if not np.isfinite(fvalue) or fvalue <= 0:
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return fvalue
-
-
-def check_key(key, name: str = "key") -> None:
-    """Raise ``TypeError`` unless ``key`` looks like a ``jax.random`` key."""
-    if key is None:
-        raise TypeError(f"{name} is required: pass a jax.random key, e.g. jax.random.key(0)")
-    if jnp.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        return
-    shape, dtype = np.shape(key), getattr(key, "dtype", None)
-    if shape != (2,) or dtype is None or not jnp.issubdtype(dtype, jnp.unsignedinteger):
-        raise TypeError(
-            f"{name} must be a jax.random key (jax.random.key(seed) or PRNGKey); "
-            f"got {type(key).__name__} with shape {shape}"
-        )
-
-
-def check_vector(v, dim: int, name: str) -> None:
-    """Raise unless ``v`` is a ``(dim,)`` vector with finite, not-all-zero values."""
-    if np.ndim(v) != 1 or np.shape(v)[0] != dim:
-        raise ValueError(f"{name} must have shape ({dim},); got {np.shape(v)}")
-    check_concrete_values(v, name)
-
-
-def check_concrete_values(x, name: str) -> None:
-    """Raise if concrete ``x`` is non-finite or identically zero (skipped under tracing)."""
-    if isinstance(x, jax.core.Tracer):
-        return
-    arr = np.asarray(x)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains non-finite values")
-    if not np.any(arr):
-        raise ValueError(f"{name} is identically zero; a start vector needs a nonzero direction")
 
 
 def accumulation_dtype(dtype) -> np.dtype:
