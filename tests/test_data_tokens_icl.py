@@ -1,5 +1,8 @@
 """Token-selection and in-context-regression generators: determinism, definitions, errors."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,48 +36,6 @@ def test_selection_mask_and_score_gap():
     np.testing.assert_allclose(np.asarray(gap), [0.3, 0.0], atol=1e-6)
 
 
-def test_feasibility_lp_matches_gordan_cases():
-    tok = data.token_selection_data(jax.random.key(0), 4, 5, 8)
-    ok, msg = data.selection_feasible(tok.X, tok.Z, tok.opt_index)
-    assert ok and "feasible" in msg
-    # two identical tokens in one example, one of them selected: no W separates them
-    X = np.array(tok.X, dtype=np.float64)
-    sel = np.asarray(tok.opt_index)
-    X[0, (sel[0] + 1) % 5] = X[0, sel[0]]
-    ok, msg = data.selection_feasible(X, tok.Z, sel)
-    assert not ok and "infeasible" in msg
-    # the interior point of a segment can never be selected (convex combination of the ends)
-    X = np.zeros((1, 3, 2))
-    X[0, 0], X[0, 1], X[0, 2] = [1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]
-    assert not data.selection_feasible(X, np.array([[1.0, 0.0]]), np.array([2]))[0]
-    assert data.selection_feasible(X, np.array([[1.0, 0.0]]), np.array([0]))[0]
-
-
-@pytest.mark.parametrize(
-    "X_shape, Z_shape, sel, match",
-    [
-        ((3, 4, 2), (3, 3), np.array([0, 1, 2]), "Z must have shape"),
-        ((3, 4), (3, 2), np.array([0, 1, 2]), "X must have shape"),
-        ((3, 4, 2), (3, 2), np.array([0, 1]), "opt_index must have shape"),
-        ((3, 4, 2), (3, 2), np.array([0, 4, 1]), r"lie in \[0, T\)"),
-        ((3, 4, 2), (3, 2), np.array([0, -1, 1]), r"lie in \[0, T\)"),
-        ((3, 4, 2), (3, 2), np.ones((3, 4), bool), "not all tokens"),
-    ],
-)
-def test_check_token_inputs_errors(X_shape, Z_shape, sel, match):
-    with pytest.raises(ValueError, match=match):
-        data.check_token_inputs(np.ones(X_shape), np.ones(Z_shape), sel)
-
-
-def test_check_token_inputs_rejects_nonfinite_and_float_index():
-    X = np.ones((2, 3, 2))
-    X[1, 2, 0] = np.nan
-    with pytest.raises(ValueError, match="X contains non-finite"):
-        data.check_token_inputs(X, np.ones((2, 2)), np.array([0, 1]))
-    with pytest.raises(TypeError, match="int array"):
-        data.check_token_inputs(np.ones((2, 3, 2)), np.ones((2, 2)), np.array([0.0, 1.0]))
-
-
 def test_generator_argument_errors():
     with pytest.raises(ValueError, match="T must be an int >= 2"):
         data.token_selection_data(jax.random.key(0), 2, 1, 3)
@@ -100,3 +61,12 @@ def test_icl_tasks_are_noiseless_linear_and_tokens_stack(B, N, d, seed):
     np.testing.assert_array_equal(tok[:, N, d], 0.0)
     t2 = data.linear_regression_tasks(jax.random.key(seed), B, N, d)
     np.testing.assert_array_equal(np.asarray(t2["x"]), np.asarray(t["x"]))
+
+
+def test_token_data_module_is_a_leaf():
+    """data never imports attention (the SVM algebra lives in landscape.attention.constraints)."""
+    code = ("import sys, landscape.data.tokens, landscape.data.icl; "
+            "print(sorted(m for m in sys.modules if m.startswith('landscape.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "landscape.data.tokens" in out.stdout and "landscape.attention" not in out.stdout
+    assert not hasattr(data, "selection_feasible") and not hasattr(data, "constraint_rows")

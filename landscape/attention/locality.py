@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from landscape.attention.constraints import check_token_inputs
 from landscape.attention.svm import AttSVMSolution, att_svm
 from landscape.attention.training import attention_probs
-from landscape.data.tokens import check_token_inputs
 
 __all__ = [
     "LocalOptimality", "support_tokens", "is_locally_optimal", "classify_selection",
@@ -56,8 +56,11 @@ def is_locally_optimal(X, Z, scores, opt_index, *, norm: str = "fro", **svm_kwar
     """Check the local optimality of ``opt_index`` (int ``(n,)``) given ``scores`` ``(n, T)``.
 
     Returns a ``LocalOptimality``. An infeasible selection is reported (``feasible=False``,
-    ``kind="none"``) rather than raised. ``norm="nuc"`` uses the nuclear-norm support tokens,
-    the relevant notion for the ``(K, Q)`` parameterisation.
+    ``kind="none"``) rather than raised. A feasible selection whose SVM no solver solves to
+    tolerance raises ``UnconvergedSVMError`` (the support tokens would be unreliable); with
+    ``on_unconverged="flag"`` in ``svm_kwargs`` it is reported as ``kind="none"`` with
+    ``solution.converged=False``. ``norm="nuc"`` uses the nuclear-norm support tokens, the
+    relevant notion for the ``(K, Q)`` parameterisation.
     """
     X, Z, mask = check_token_inputs(X, Z, opt_index)
     scores = np.asarray(scores, np.float64)
@@ -68,9 +71,9 @@ def is_locally_optimal(X, Z, scores, opt_index, *, norm: str = "fro", **svm_kwar
     sol = att_svm(X, Z, opt_index, norm=norm, on_infeasible="flag", **svm_kwargs)
     sel_score = np.where(mask, scores, -np.inf).max(axis=1, keepdims=True)
     is_global = bool(np.all(sel_score[:, 0] >= scores.max(axis=1)))
-    if not sol.feasible:
+    if not (sol.feasible and sol.converged):
         empty = np.zeros_like(mask)
-        return LocalOptimality(False, is_global, False, "none", empty, sol)
+        return LocalOptimality(False, is_global, sol.feasible, "none", empty, sol)
     offending = sol.support & (scores >= sel_score)
     local = not offending.any()
     kind = "global" if (local and is_global) else ("local" if local else "none")

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from landscape.attention.svm import AttSVMSolution, att_svm, tie_projector
+from landscape.attention.constraints import check_token_inputs, constraint_rows, tie_projector
+from landscape.attention.svm import AttSVMSolution, att_svm
 from landscape.attention.training import attention_probs
-from landscape.data.tokens import check_token_inputs, constraint_rows
 
 __all__ = [
     "relu_head",
@@ -102,7 +102,8 @@ def compare_general_svm(Ws, X, Z, selected, *, growth_lag: int = 1) -> GeneralSV
     ``growth_lag`` (records) sets the window of ``corr_growth``; with log-spaced records, the
     number of records per decade compares ``W_perp`` across a decade of ``t``.
     Host-level (float64 numpy). If the general SVM is infeasible the correlations are NaN and
-    ``solution.feasible`` is False.
+    ``solution.feasible`` is False; if it is feasible but no solver solves it to tolerance,
+    ``att_svm`` raises ``UnconvergedSVMError``.
     """
     if not isinstance(growth_lag, (int, np.integer)) or growth_lag < 1:
         raise ValueError(f"growth_lag must be an int >= 1; got {growth_lag!r}")
