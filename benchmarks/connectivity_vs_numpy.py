@@ -6,9 +6,10 @@ Usage::
 
 1. **Weight matching.** ``landscape.connectivity.weight_matching`` (jit-compiled cost matrices,
    SciPy LAPs) against a direct NumPy transcription of Git Re-Basin's Algorithm 1 (Ainsworth
-   et al. 2023) with the same sweep order (from the same key), the same start (identity) and the
-   same stopping rule, on two independently initialised MLPs (LeCun-normal, as
-   ``landscape.models.MLP``). The permutations must come out identical (asserted).
+   et al. 2023; ``_wm_reference.py``, the reference the tests use too) with the same sweep
+   order (from the same key), the same start (identity) and the same stopping rule, on two
+   independently initialised MLPs (LeCun-normal, as ``landscape.models.MLP``). The
+   permutations must come out identical (asserted).
 2. **Path evaluation.** ``interpolate`` on 25 alphas as ONE compiled call (alphas vmapped in
    chunks of 8, the default, and one at a time, ``chunk_size=None``), against a Python loop
    that calls a jitted full-dataset loss once per alpha (the usual hand-written loop); same
@@ -53,44 +54,10 @@ def _mlp(key, widths):
     return {"hidden": hidden, "head": layer(keys[-1], widths[-2], widths[-1])}
 
 
-def numpy_weight_matching(spec, params_a, params_b, order_fn, max_sweeps=100):
-    """Git Re-Basin Algorithm 1 in plain NumPy (float64 cost matrices, one restart)."""
-    import jax
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment
-
-    from landscape.connectivity import leaf_keys
-
-    la = {k: np.asarray(v, np.float64) for k, v in leaf_keys(params_a).items()}
-    lb = {k: np.asarray(v, np.float64) for k, v in leaf_keys(params_b).items()}
-    perm = {n: np.arange(s) for n, s in spec.sizes.items()}
-    a2p = spec.axes_to_perm
-    for sweep in range(max_sweeps):
-        progress = False
-        for i in order_fn(sweep):
-            name = spec.names[i]
-            n = spec.sizes[name]
-            cost = np.zeros((n, n))
-            for key, axis in spec.perm_to_axes[name]:
-                wb = lb[key]
-                for ax, other in a2p[key].items():
-                    if ax != axis:
-                        wb = np.take(wb, perm[other], axis=ax)
-                cost += np.moveaxis(la[key], axis, 0).reshape(n, -1) @ \
-                    np.moveaxis(wb, axis, 0).reshape(n, -1).T
-            _, cols = linear_sum_assignment(cost, maximize=True)
-            old, new = cost[np.arange(n), perm[name]].sum(), cost[np.arange(n), cols].sum()
-            if new > old + 1e-12 * max(abs(old), 1.0):
-                perm[name], progress = cols, True
-        if not progress:
-            break
-    del jax
-    return perm, sweep + 1
-
-
 def bench_weight_matching(width, repeats):
     import jax
     import numpy as np
+    from _wm_reference import numpy_weight_matching  # shared with the tests
 
     from landscape import connectivity as C
     from landscape.connectivity.weight_matching import sweep_order
@@ -117,7 +84,7 @@ def bench_path(width, repeats, num_points=25, batch_size=1000):
 
     from landscape import connectivity as C
     from landscape import losses
-    from landscape.connectivity._eval import dataset_mean
+    from landscape.batching import dataset_mean
 
     widths = (40, width, width, width, 10)
     pa, pb = _mlp(jax.random.key(0), widths), _mlp(jax.random.key(1), widths)

@@ -55,6 +55,66 @@ def test_repair_restores_interpolated_endpoint_statistics():
         C.repair(feats, {"P_0": ("['nope']", "['x']")}, pa, pb, data)
 
 
+def _preactivations64(params, x):
+    """Hidden pre-activations of a ReLU ``MLP`` param tree, in float64 NumPy."""
+    h, out = np.asarray(x, np.float64), []
+    for l in sorted(params["hidden"]):
+        layer = params["hidden"][l]
+        z = h @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
+        out.append(z)
+        h = np.maximum(z, 0.0)
+    return out
+
+
+def _repair_error(fixed, pa, pb, x, alpha, skip=()):
+    """Largest per-unit ``|mu - mu*| / sigma*`` and ``|sigma / sigma* - 1|`` over the layers
+    (``skip``: ``(layer, unit)`` pairs left out)."""
+    worst_mu = worst_sd = 0.0
+    for l, (za, zb, zm) in enumerate(zip(*(_preactivations64(p, x) for p in (pa, pb, fixed)))):
+        mu = (1 - alpha) * za.mean(0) + alpha * zb.mean(0)
+        sd = (1 - alpha) * za.std(0) + alpha * zb.std(0)
+        keep = np.array([(l, u) not in skip for u in range(zm.shape[1])])
+        err_mu, err_sd = np.abs(zm.mean(0) - mu) / sd, np.abs(zm.std(0) / sd - 1)
+        worst_mu = max(worst_mu, float(np.max(err_mu[keep])))
+        worst_sd = max(worst_sd, float(np.max(err_sd[keep])))
+    return worst_mu, worst_sd
+
+
+@pytest.mark.parametrize("input_scale", [1.0, 1e-3])
+def test_repair_matches_the_target_statistics_exactly(input_scale):
+    """Every unit of every layer, against a float64 forward pass. ``input_scale=1e-3`` makes the
+    pre-activation stds about 1e-3, where a ``sigma*/(sigma + eps)`` rescaling with the default
+    ``eps=1e-6`` is off by about 1e-3 relative (1e-6 at scale 1, still visible in float64)."""
+    pa, pb = _mlp(0)[0].params, _mlp(1)[0].params
+    data = _data()
+    data["x"] = data["x"] * input_scale
+    feats = functools.partial(C.mlp_features, pre_activation=True)
+    fixed = C.repair(feats, C.mlp_producers(pa), pa, pb, data, alpha=0.3, batch_size=7)
+    tol = 1e-10 if jax.config.jax_enable_x64 else 2e-5
+    worst_mu, worst_sd = _repair_error(fixed, pa, pb, data["x"], 0.3)
+    assert worst_mu < tol and worst_sd < tol, (worst_mu, worst_sd)
+
+
+def test_repair_leaves_a_constant_unit_unscaled_and_recentres_it():
+    """Opposite kernel columns cancel at ``alpha = 0.5``: the unit is constant in the
+    interpolation (std 0 < eps) and can only be shifted to ``mu*``; the other units are exact."""
+    pa, pb = _mlp(0)[0].params, _mlp(1)[0].params
+    col = pa["hidden"][0]["kernel"][:, 0]
+    pb = jax.tree.map(lambda x: x, pb)
+    pb["hidden"][0]["kernel"] = pb["hidden"][0]["kernel"].at[:, 0].set(-col)
+    data = _data()
+    feats = functools.partial(C.mlp_features, pre_activation=True)
+    fixed = C.repair(feats, C.mlp_producers(pa), pa, pb, data, alpha=0.5, batch_size=7)
+    za, zb, zm = (_preactivations64(p, data["x"])[0][:, 0] for p in (pa, pb, fixed))
+    tol = 1e-10 if jax.config.jax_enable_x64 else 2e-5
+    assert zm.std() == 0.0  # still constant: its (zero) kernel column stays zero
+    assert abs(zm.mean() - 0.5 * (za.mean() + zb.mean())) < tol * 0.5 * (za.std() + zb.std())
+    worst_mu, worst_sd = _repair_error(fixed, pa, pb, data["x"], 0.5, skip={(0, 0)})
+    assert worst_mu < tol and worst_sd < tol, (worst_mu, worst_sd)
+    with pytest.raises(ValueError, match="eps"):
+        C.repair(feats, C.mlp_producers(pa), pa, pb, data, eps=-1.0)
+
+
 def test_batchnorm_reset_gives_population_statistics():
     model = MLP(4, 6, 1, 3, norm="batch", rngs=nnx.Rngs(0))
     train = lnnx.functional(model, mode="train")

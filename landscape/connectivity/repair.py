@@ -10,8 +10,10 @@ pre-activation mean and standard deviation equal the interpolated endpoint stati
 and fuses the affine correction ``z -> (z - mu) sigma*/sigma + mu*`` into the producing layer:
 kernel columns times ``sigma*/sigma``, bias ``(b - mu) sigma*/sigma + mu*``. Layers are corrected
 in order, each with statistics measured after the earlier corrections (exact dataset means,
-streamed over batches). Scope: chain networks whose hidden units are produced by one
-``(kernel, bias)`` pair (MLPs, plain CNNs without normalisation).
+streamed over batches; the variance in a second pass about the mean). The correction is exact:
+no ``eps`` enters ``sigma*/sigma``; a unit that is constant on the data (std at most ``eps``)
+cannot be rescaled and is only shifted to ``mu*``. Scope: chain networks whose hidden units are
+produced by one ``(kernel, bias)`` pair (MLPs, plain CNNs without normalisation).
 
 For networks with BatchNorm the equivalent is a *reset*: recompute the running statistics of the
 interpolated network on data (:func:`batchnorm_reset`).
@@ -25,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from landscape import tree as T
-from landscape.connectivity._eval import check_batch_size, check_models, dataset_mean
+from landscape.batching import check_batch_size, dataset_mean
+from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import leaf_keys
 
 __all__ = ["repair", "mlp_producers", "batchnorm_reset"]
@@ -44,13 +47,18 @@ def mlp_producers(params: Mapping) -> dict[str, tuple[str, str]]:
 
 
 def _stats(features_fn, params, data, batch_size, name):
-    def per_batch(batch):
-        z = features_fn(params, batch)[name]
-        z = z.reshape(-1, z.shape[-1])
-        return jnp.mean(z, 0), jnp.mean(z * z, 0)
+    """Per-unit mean and (population) std of ``features_fn(params, batch)[name]`` over ``data``.
 
-    mean, sq = dataset_mean(per_batch, data, batch_size)
-    return mean, jnp.sqrt(jnp.maximum(sq - mean**2, 0.0))
+    Two passes, the second over ``(z - mean)^2``, so a unit whose mean is large next to its
+    spread keeps its variance (``E[z^2] - mean^2`` would cancel in float32).
+    """
+    def units(batch):
+        z = features_fn(params, batch)[name]
+        return z.reshape(-1, z.shape[-1])
+
+    mean = dataset_mean(lambda b: jnp.mean(units(b), 0), data, batch_size)
+    var = dataset_mean(lambda b: jnp.mean(jnp.square(units(b) - mean), 0), data, batch_size)
+    return mean, jnp.sqrt(var)
 
 
 def _rescale(params, kernel_key, bias_key, scale, shift):
@@ -75,14 +83,22 @@ def repair(features_fn: Callable, producers: Mapping[str, tuple[str, str]], para
       producers: ``{name: (kernel key, bias key)}`` in network order (:func:`mlp_producers`);
         kernels have units on their last axis.
       alpha: interpolation coefficient.
+      batch_size: examples per batch for the statistics (default: the whole dataset at once).
+      eps: a unit whose pre-activation std on ``dataset`` is at most ``eps`` is constant there
+        (a dead unit): no affine map can give it ``sigma*``, so it keeps scale 1 and is only
+        shifted to ``mu*``. Every other unit gets scale ``sigma* / sigma`` (no ``eps`` in it).
 
     Returns the repaired interpolated params. After the call, each unit's pre-activation mean
-    and std on ``dataset`` equal ``mu*`` and ``sigma*`` (exactly, up to float rounding), which
-    the tests check.
+    on ``dataset`` equals ``mu*``, and its std equals ``sigma*`` unless it was constant (std at
+    most ``eps``), exactly up to float rounding: layer ``l`` is corrected with statistics
+    measured after layers ``< l`` were, and correcting it leaves those untouched. The tests
+    check this against a float64 forward pass.
     """
     check_models(params_a, params_b)
     check_batch_size(batch_size)
     T.check_batch(dataset, "dataset")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0; got {eps!r}")
     keys = leaf_keys(params_a)
     for name, (kk, bk) in producers.items():
         if kk not in keys or bk not in keys:
@@ -94,7 +110,8 @@ def repair(features_fn: Callable, producers: Mapping[str, tuple[str, str]], para
         mu_b, sd_b = stats(features_fn, params_b, dataset, batch_size, name)
         mu, sd = stats(features_fn, mid, dataset, batch_size, name)
         target_mu, target_sd = (1 - alpha) * mu_a + alpha * mu_b, (1 - alpha) * sd_a + alpha * sd_b
-        scale = target_sd / (sd + eps)
+        live = sd > eps
+        scale = jnp.where(live, target_sd / jnp.where(live, sd, 1.0), 1.0)
         mid = _rescale(mid, kk, bk, scale, target_mu - mu * scale)
     return mid
 

@@ -12,6 +12,20 @@ until a whole sweep improves nothing. Each step cannot decrease the objective, s
 a coordinate-wise optimum; random restarts (the first from the identity, later ones from random
 permutations) pick the best. Cost matrices are jit-compiled JAX (HIGHEST precision); the LAPs
 are solved in float64 on the host.
+
+**Tied axes.** A permutation that acts on two axes of one leaf (a recurrent matrix permuted as
+``P W P^T``, as :func:`infer_spec` finds it, or the residual stream of a residual MLP) enters
+the objective quadratically, ``<A, P B P^T>``. ``C`` above, built with the other occurrence held
+at the current ``P_0``, is then the gradient of the objective at ``P_0``, and its assignment
+maximises only a linearisation; taken blindly, such steps can lower the objective and the
+descent cycles without converging. For these permutations the assignment is a *proposal*: it is
+kept if :func:`matching_objective` grows by more than ``tol``; otherwise the move is split into
+its independent cycles (each exchanges a few units among themselves), which are tried one at a
+time, largest linearised gain first, each kept only if the objective grows. The objective
+history is then non-decreasing and every run ends at the best permutation it visited: an ascent
+to a point that no proposal or cycle of one improves, not a guaranteed coordinate-wise optimum
+(the subproblem is a quadratic assignment problem, NP-hard in general). Untied permutations are
+unaffected.
 """
 
 from __future__ import annotations
@@ -46,7 +60,7 @@ class MatchResult(NamedTuple):
       perm: ``{name: int array (n,)}``; ``apply_permutation(spec, perm, params_b)`` is aligned.
       objective: final objective (``<theta_A, pi(theta_B)>`` for weight matching).
       history: ``(num_sweeps + 1,)`` objective at the start and after each sweep of the best
-        restart (non-decreasing).
+        restart (non-decreasing, up to float rounding of the untied steps' assignment gains).
       num_sweeps: sweeps run by the best restart.
       converged: the best restart stopped because a sweep improved nothing (not ``max_sweeps``).
       restart_objectives: ``(num_restarts,)`` final objective of every restart.
@@ -111,10 +125,66 @@ def _spec_params(spec, params):
     return {jax.tree_util.keystr(p): x for p, x in flat if jax.tree_util.keystr(p) in used}
 
 
+def _tied_permutations(spec: PermutationSpec) -> frozenset:
+    """Names of the permutations that act on two or more axes of one leaf (``P W P^T``)."""
+    return frozenset(n for n, _, axes in spec.entries if len({k for k, _ in axes}) < len(axes))
+
+
+def _cycles(old: np.ndarray, new: np.ndarray) -> list[np.ndarray]:
+    """The move ``old -> new`` of one permutation split into independent cycles.
+
+    Position ``i`` takes unit ``new[i]``, which sat at the position ``j`` with ``old[j] ==
+    new[i]``; following ``i -> j`` closes a cycle of positions that exchange units among
+    themselves, so ``old`` with only one cycle's positions set to ``new`` is a permutation.
+    Cycles are listed by their smallest position; fixed positions are left out.
+    """
+    where = np.empty_like(old)
+    where[old] = np.arange(len(old))
+    seen = old == new
+    out = []
+    for i in range(len(old)):
+        if seen[i]:
+            continue
+        cycle, j = [], i
+        while not seen[j]:
+            seen[j] = True
+            cycle.append(j)
+            j = int(where[new[j]])
+        out.append(np.asarray(cycle))
+    return out
+
+
+def _tied_step(objective, perm, name, cols, c, current, tol, pa, pb):
+    """Accept the proposal ``cols`` for tied permutation ``name``, or some of its cycles.
+
+    The whole proposal is kept if it raises the objective by more than ``tol`` (relative);
+    otherwise its cycles are tried one at a time, largest linearised gain ``sum_i c[i, new] -
+    c[i, old]`` first, each kept if it raises the objective. Returns the new permutation of
+    ``name`` (None if nothing was kept) and its objective.
+    """
+    better = lambda v, ref: v > ref + tol * max(abs(ref), 1.0)
+    value = float(objective({**perm, name: cols}, pa, pb))
+    if better(value, current):
+        return cols, value
+    old, kept = perm[name], None
+    cycles = _cycles(old, cols)
+    if len(cycles) == 1:  # the whole proposal, already rejected
+        return kept, current
+    gains = np.array([c[cy, cols[cy]].sum() - c[cy, old[cy]].sum() for cy in cycles])
+    for k in np.argsort(-gains, kind="stable"):
+        trial = (old if kept is None else kept).copy()
+        trial[cycles[k]] = cols[cycles[k]]
+        value = float(objective({**perm, name: trial}, pa, pb))
+        if better(value, current):
+            kept, current = trial, value
+    return kept, current
+
+
 def _run_restart(spec, costs, objective, pa, pb, perm, order_fn, max_sweeps, tol):
-    names = spec.names
+    names, tied = spec.names, _tied_permutations(spec)
     perm = {k: np.asarray(v) for k, v in perm.items()}
     history = [float(objective(perm, pa, pb))]
+    current = history[0]  # objective of `perm`; None once an untied step has moved it
     converged = False
     for sweep in range(max_sweeps):
         progress = False
@@ -124,9 +194,19 @@ def _run_restart(spec, costs, objective, pa, pb, perm, order_fn, max_sweeps, tol
             _, cols = linear_sum_assignment(c, maximize=True)
             old = c[np.arange(len(cols)), perm[name]].sum()
             new = c[np.arange(len(cols)), cols].sum()
-            if new > old + tol * max(abs(old), 1.0):
-                perm[name], progress = cols, True
-        history.append(float(objective(perm, pa, pb)))
+            if not new > old + tol * max(abs(old), 1.0):
+                continue
+            if name in tied:  # the LAP maximised a linearisation: check the true objective
+                if current is None:
+                    current = float(objective(perm, pa, pb))
+                cols, current = _tied_step(objective, perm, name, cols, c, current, tol, pa, pb)
+                if cols is None:
+                    continue
+            else:
+                current = None
+            perm[name], progress = cols, True
+        history.append(float(objective(perm, pa, pb)) if current is None else current)
+        current = history[-1]
         if not progress:
             converged = True
             break
@@ -144,7 +224,8 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, *, key: jax.Array
       num_restarts: independent coordinate-descent runs; the best objective wins.
       max_sweeps: cap on sweeps per restart.
       init_perm: start of the first restart (default: identity); warm starts for STE.
-      tol: relative improvement needed to accept a new assignment.
+      tol: relative improvement needed to accept a new assignment (for a tied permutation,
+        of the objective itself; see the module docstring).
 
     Exact recovery: if ``params_b = pi(params_a)``, the result undoes ``pi`` (see the planted
     tests). Objective values are float64 sums of float32/float64 products.
