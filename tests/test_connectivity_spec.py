@@ -182,3 +182,177 @@ def test_infer_spec_in_batchnorm_train_mode():
     assert C.check_spec(spec, f, fm.params, x, key=jax.random.key(1), num_trials=2).passed
     as_sets = lambda s: {frozenset(ax) for ax in s.perm_to_axes.values()}
     assert as_sets(spec) == as_sets(C.mlp_spec(fm.params))
+
+
+# --- infer_spec on merges whose unit axis is not the fastest factor, and on loops -------------
+
+def _normal(i, shape):
+    return jax.random.normal(jax.random.fold_in(KEY, i), shape)
+
+
+def _assert_symmetry(spec, f, p, x, num_trials=2):
+    """check_spec, plus an explicit f(pi(theta)) == f(theta) with independent NumPy draws of
+    every permutation of the spec."""
+    assert C.check_spec(spec, f, p, x, key=jax.random.key(7), num_trials=num_trials).passed
+    f = jax.jit(f)
+    ref = np.asarray(f(p, x))
+    tol = 1e-10 if ref.dtype == np.float64 else 1e-4
+    rng = np.random.default_rng(0)
+    for _ in range(num_trials):
+        perm = {name: jnp.asarray(rng.permutation(size)) for name, size in spec.sizes.items()}
+        assert any(not np.array_equal(v, np.arange(v.size)) for v in perm.values())
+        out = np.asarray(f(C.apply_permutation(spec, perm, p), x))
+        np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
+
+
+def _axis_sets(spec):
+    return {frozenset(ax) for ax in spec.perm_to_axes.values()}
+
+
+def _nchw_flatten(p, x):  # PyTorch-style: channels are the slow factor of the flattened axis
+    h = jax.nn.relu(jax.lax.conv_general_dilated(x, p["conv"], (1, 1), "SAME"))  # NCHW, OIHW
+    return jax.nn.relu(h.reshape(h.shape[0], -1) @ p["dense"]) @ p["out"]
+
+
+def _repeat(p, x):  # each unit becomes 3 adjacent features: the unit is the slow factor
+    h = jnp.repeat(jax.nn.relu(x @ p["w1"]), 3, axis=1)
+    return jax.nn.relu(h @ p["dense"]) @ p["out"]
+
+
+def _tiled_twice(p, x):  # (n, 2, 2, C) -> (n, 2, 2C) -> (n, 4C): C stays the fastest factor
+    h = jax.nn.relu(x @ p["w1"])
+    h = jnp.broadcast_to(h[:, None, None, :], (h.shape[0], 2, 2, h.shape[1]))
+    h = h.reshape(h.shape[0], 2, -1).reshape(h.shape[0], -1)
+    return jax.nn.relu(h @ p["dense"]) @ p["out"]
+
+
+def _two_inner_classes(p, x):  # one flat axis, block of a 6-unit and of a 4-unit layer
+    a, b = jax.nn.relu(x @ p["wa"]), jax.nn.relu(x @ p["wb"])
+    fa = jnp.broadcast_to(a[:, None, :], (a.shape[0], 4, 6)).reshape(a.shape[0], 24)
+    fb = jnp.broadcast_to(b[:, None, :], (b.shape[0], 6, 4)).reshape(b.shape[0], 24)
+    return jax.nn.relu((fa + fb) @ p["dense"]) @ p["out"]
+
+
+MERGES = [
+    # name, f, {leaf: shape}, input shape, the permutable groups (by hand)
+    ("nchw_flatten", _nchw_flatten, {"conv": (4, 2, 3, 3), "dense": (100, 5)}, (3, 2, 5, 5),
+     {frozenset({("['dense']", 1), ("['out']", 0)})}),
+    ("repeat", _repeat, {"w1": (4, 6), "dense": (18, 5)}, (3, 4),
+     {frozenset({("['dense']", 1), ("['out']", 0)})}),
+    ("tiled_twice", _tiled_twice, {"w1": (4, 6), "dense": (24, 5)}, (3, 4),
+     {frozenset({("['w1']", 1), ("['dense']", 0)}), frozenset({("['dense']", 1), ("['out']", 0)})}),
+    ("two_inner_classes", _two_inner_classes, {"wa": (4, 6), "wb": (4, 4), "dense": (24, 5)},
+     (3, 4), {frozenset({("['dense']", 1), ("['out']", 0)})}),
+]
+
+
+@pytest.mark.parametrize("name,f,shapes,x_shape,groups", MERGES, ids=[m[0] for m in MERGES])
+def test_infer_spec_merges_permute_only_the_fastest_factor(name, f, shapes, x_shape, groups):
+    # A unit axis merged as the fast factor is a block axis; merged as a slow factor (NCHW
+    # flatten, repeat) it would move contiguous blocks, which a spec cannot express: fixed.
+    # Two different unit classes sharing one flat axis cannot both be followed: fixed.
+    shapes = {**shapes, "out": (5, 2)}
+    p = {k: _normal(i, s) for i, (k, s) in enumerate(shapes.items())}
+    x = _normal(99, x_shape)
+    spec = C.infer_spec(f, p, x)
+    _assert_symmetry(spec, f, p, x)
+    assert _axis_sets(spec) == groups
+
+
+def _rnn_params():
+    return {"whh": _normal(0, (5, 5)), "wxh": _normal(1, (4, 5)), "out": _normal(2, (5, 2))}
+
+
+def _rnn_fori(p, x):  # static trip count: lowered to scan with no xs
+    h0 = jnp.zeros((x.shape[0], p["whh"].shape[0]), x.dtype)
+    h = jax.lax.fori_loop(0, 3, lambda i, h: jnp.tanh(h @ p["whh"] + x @ p["wxh"]), h0)
+    return h @ p["out"]
+
+
+def _rnn_while(p, x):  # traced trip count: lowered to while
+    h0 = jnp.zeros((x.shape[0], p["whh"].shape[0]), x.dtype)
+    h = jax.lax.fori_loop(0, p["steps"], lambda i, h: jnp.tanh(h @ p["whh"] + x @ p["wxh"]),
+                          h0)
+    return h @ p["out"]
+
+
+def _rnn_sequence(p, xs):  # scan over time, xs (T, n, d): outputs stacked and summed
+    def step(h, x_t):
+        h = jnp.tanh(h @ p["whh"] + x_t @ p["wxh"])
+        return h, h @ p["out"]
+    h0 = jnp.zeros((xs.shape[1], p["whh"].shape[0]), xs.dtype)
+    h, ys = jax.lax.scan(step, h0, xs, reverse=True)
+    return ys.sum(0) + h @ p["out"]
+
+
+@pytest.mark.parametrize("f,x_shape", [(_rnn_fori, (3, 4)), (_rnn_while, (3, 4)),
+                                       (_rnn_sequence, (6, 3, 4))],
+                         ids=["fori_scan", "fori_while", "scan_over_time"])
+def test_infer_spec_ties_recurrent_carry(f, x_shape):
+    # h_{t+1} = tanh(W_hh h_t + W_xh x): the hidden permutation acts on both axes of W_hh
+    p = _rnn_params()
+    if f is _rnn_while:
+        p["steps"] = jnp.asarray(3)
+    x = _normal(9, x_shape)
+    spec = C.infer_spec(f, p, x)
+    _assert_symmetry(spec, f, p, x)
+    a2p = spec.axes_to_perm
+    assert set(a2p["['whh']"]) == {0, 1}
+    assert a2p["['whh']"][0] == a2p["['whh']"][1]
+    assert _axis_sets(spec) == {frozenset({("['whh']", 0), ("['whh']", 1), ("['wxh']", 1),
+                                           ("['out']", 0)})}
+
+
+def test_infer_spec_scan_over_stacked_layers():
+    # params with a leading layer axis, lax.scan over them: the layer axis is never permuted;
+    # axis k of the per-layer slice is axis k + 1 of the stacked leaf; the residual carry is one
+    # permutation for every layer, each layer's hidden units another (shared across layers)
+    p = {"inp": _normal(0, (4, 5)), "out": _normal(1, (5, 2)),
+         "layers": {"w1": _normal(2, (3, 5, 7)), "b1": _normal(3, (3, 7)),
+                    "w2": _normal(4, (3, 7, 5))}}
+
+    def f(p, x):
+        def layer(h, w):
+            return h + jax.nn.relu(h @ w["w1"] + w["b1"]) @ w["w2"], None
+        h, _ = jax.lax.scan(layer, x @ p["inp"], p["layers"])
+        return h @ p["out"]
+
+    x = _normal(9, (3, 4))
+    spec = C.infer_spec(f, p, x)
+    _assert_symmetry(spec, f, p, x)
+    L = "['layers']"
+    assert _axis_sets(spec) == {
+        frozenset({("['inp']", 1), (f"{L}['w1']", 1), (f"{L}['w2']", 2), ("['out']", 0)}),
+        frozenset({(f"{L}['w1']", 2), (f"{L}['b1']", 1), (f"{L}['w2']", 1)})}
+
+
+def test_infer_spec_nested_loops():
+    # a fori_loop inside a scan over stacked layers: all carries tie into one permutation
+    p = {"inp": _normal(0, (4, 5)), "out": _normal(1, (5, 2)),
+         "layers": {"w": _normal(2, (3, 5, 5)), "b": _normal(3, (3, 5))}}
+
+    def f(p, x):
+        def layer(h, w):
+            return jax.lax.fori_loop(0, 2, lambda i, g: jnp.tanh(g @ w["w"] + w["b"]), h), None
+        return jax.lax.scan(layer, jax.nn.relu(x @ p["inp"]), p["layers"])[0] @ p["out"]
+
+    x = _normal(9, (3, 4))
+    spec = C.infer_spec(f, p, x)
+    _assert_symmetry(spec, f, p, x)
+    assert spec.axes_to_perm["['layers']['w']"].keys() == {1, 2}
+    assert len(spec.names) == 1
+
+
+def test_infer_spec_fixes_closed_over_constants():
+    # a constant captured by the function is not a parameter, so it is never permuted: the
+    # units it scales stay fixed, the next hidden layer is still found
+    scale = jnp.linspace(0.5, 2.0, 6)
+    p = {"w1": _normal(0, (4, 6)), "w2": _normal(1, (6, 5)), "w3": _normal(2, (5, 2))}
+
+    def f(p, x):
+        return jax.nn.relu((jnp.tanh(x @ p["w1"]) * scale) @ p["w2"]) @ p["w3"]
+
+    x = _normal(9, (3, 4))
+    spec = C.infer_spec(f, p, x)
+    _assert_symmetry(spec, f, p, x)
+    assert _axis_sets(spec) == {frozenset({("['w2']", 1), ("['w3']", 0)})}

@@ -14,19 +14,37 @@ union-find over ``(variable, axis)`` nodes:
 * ``reduce_window`` (pooling), static ``slice``, ``pad`` and ``concatenate`` join the axes they
   leave untouched (so convolutions written as shifted matrix products, ``ShiftConv``, are
   followed like ``conv_general_dilated``);
-* ``reshape`` joins unchanged axes; a merge ``(..., L, C) -> (..., L*C)`` links the merged axis
-  to ``C`` as a *block* axis (a channel-last flatten into a dense layer);
-* calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, remat) are followed inside;
+* ``reshape`` joins unchanged axes; a merge ``(..., A, L, C) -> (..., A*L*C)`` links the merged
+  axis to its *fastest* factor ``C`` as a *block* axis (feature ``l*|C| + c`` belongs to unit
+  ``c``: a channel-last flatten into a dense layer, ``tile``) and fixes the slower factors
+  ``A, L``. A permutation of a slow factor moves contiguous blocks of the flat axis (an NCHW
+  flatten ``(N, C, H, W) -> (N, C*H*W)``, ``repeat``), which a spec cannot express. Chains of
+  merges resolve to the innermost fast factor; a flat class reached from two different unit
+  classes is fixed with both. A split ``(..., L*C) -> (..., L, C)`` is the mirror image;
+* calls (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, remat) are followed inside, when
+  the called jaxpr has the call's input and output shapes;
+* loops share one permutation across iterations: for ``scan`` (and ``fori_loop`` with a static
+  trip count) and ``while`` (``fori_loop`` with traced bounds, ``while_loop``) the initial
+  carry, the carry into the body (and the condition), the carry out of the body and the final
+  carry are joined axis by axis; loop constants are joined with the body's. A scanned operand
+  ``xs`` of shape ``(T, *s)`` reaches the body as slices of shape ``s``: slice axis ``k`` is
+  joined with axis ``k + 1`` of ``xs`` (and likewise for the stacked outputs ``ys``), and the
+  scanned axis 0 is fixed. Params stacked along a leading layer axis and scanned over therefore
+  get one permutation per class, shared by all layers, never on the layer axis. An RNN's
+  recurrent matrix gets the hidden permutation on both of its axes;
 * equations whose results never reach the outputs are dropped first (dead-code elimination),
   so side computations such as BatchNorm running-statistic updates do not pin any axis.
 
-Every axis of the input ``x`` and of the outputs, every axis an unknown primitive touches, and
-axes with a role that does not commute with permutations (conv spatial axes, ``argmax``,
-``cumsum``, ``sort``, gathers ...) are *fixed*, and so is every class that contains one. Each
-remaining class that contains a parameter axis and at least one intermediate activation axis is
-one permutation. The result is conservative (it never permutes an axis it does not understand);
-confirm it with :func:`check_spec`. Scope: MLPs (plain, residual, LayerNorm, BatchNorm in eval
-or train mode), CNNs, ResNets; attention heads split by ``reshape`` are left fixed.
+Every axis of the input ``x``, of the outputs and of closed-over constant arrays, every axis an
+unknown primitive touches (including ``cond``), and axes with a role that does not commute with
+permutations (conv spatial axes, ``argmax``, ``cumsum``, ``sort``, gathers ...) are *fixed*, and
+so is every class that contains one. Each remaining class that contains a parameter axis and at
+least one intermediate activation axis is one permutation (the weight-space symmetry of
+Ainsworth, Hayase, Srinivasa 2023, "Git Re-Basin"). The result is conservative (it never
+permutes an axis it does not understand); confirm it with :func:`check_spec`. Scope: MLPs
+(plain, residual, LayerNorm, BatchNorm in eval or train mode), CNNs, ResNets, RNNs written with
+``scan``/``fori_loop``/``while_loop``, layer stacks under ``scan``; attention heads split by
+``reshape`` are left fixed.
 """
 
 from __future__ import annotations
@@ -172,7 +190,12 @@ def _reshape(g, eqn):
         if len(gi) == 1 and len(go) == 1:
             g.union((v, gi[0]), (out, go[0]))
         elif len(go) == 1:
+            # (..., A, B, C) -> (..., A*B*C): only the fastest factor C maps to a block axis
+            # (a unit c of C owns entries c, c + |C|, ... ); a permutation of a slower factor
+            # moves contiguous blocks, which a spec cannot express, so those factors are fixed
             g.links.append(((out, go[0]), (v, gi[-1])))
+            for ax in gi[:-1]:
+                g.fix((v, ax))
         elif len(gi) == 1:
             g.links.append(((v, gi[0]), (out, go[-1])))
             for ax in go[:-1]:
@@ -236,12 +259,85 @@ def _fix_all(g, eqn):
 
 
 def _subjaxpr(eqn):
+    """The body of a call-like equation: a jaxpr whose inputs and outputs have exactly the
+    equation's shapes (so ``scan``, whose body sees slices, never matches)."""
+    same = lambda a, b: len(a) == len(b) and all(
+        _shape(x) == _shape(y) for x, y in zip(a, b))
     for p in eqn.params.values():
         jaxpr = getattr(p, "jaxpr", p)
-        if isinstance(jaxpr, jcore.Jaxpr) and len(jaxpr.invars) == len(eqn.invars) and \
-                len(jaxpr.outvars) == len(eqn.outvars):
+        if isinstance(jaxpr, jcore.Jaxpr) and same(jaxpr.invars, eqn.invars) and \
+                same(jaxpr.outvars, eqn.outvars):
             return jaxpr
     return None
+
+
+def _bind(g, outer, inner, shift: int = 0):
+    """Join axis ``ax`` of ``inner`` with axis ``ax + shift`` of ``outer``; the leading
+    ``shift`` axes of ``outer`` (a scanned axis) are fixed. A literal on either side (a
+    constant) fixes the other side."""
+    lit_o, lit_i = isinstance(outer, jcore.Literal), isinstance(inner, jcore.Literal)
+    if lit_o or lit_i:
+        for v, is_lit in ((outer, lit_o), (inner, lit_i)):
+            if not is_lit:
+                g.fix_var(v)
+        return
+    for ax in range(shift):
+        g.fix((outer, ax))
+    for ax in range(len(_shape(inner))):
+        g.union((outer, ax + shift), (inner, ax))
+
+
+def _open(jaxpr):
+    """The ``Jaxpr`` of a ``ClosedJaxpr`` (its consts are constvars, fixed by ``_walk``)."""
+    return getattr(jaxpr, "jaxpr", jaxpr)
+
+
+def _qualify(vs, ctx):
+    return [v if isinstance(v, jcore.Literal) else _Q(ctx, v) for v in vs]
+
+
+def _scan(g, eqn, counter):
+    """``scan``: operands are ``consts + init carry + xs``, results ``final carry + ys``;
+    the body maps ``consts + carry + x slices`` to ``carry + y slices``. The carry going in and
+    coming out of the body share every class (one permutation for all iterations); a slice
+    axis ``ax`` is axis ``ax + 1`` of its stacked array, whose scanned axis 0 is fixed."""
+    body = _open(eqn.params["jaxpr"])
+    nc, nk = eqn.params["num_consts"], eqn.params["num_carry"]
+    counter[0] += 1
+    ctx = counter[0]
+    b_in, b_out = _qualify(body.invars, ctx), _qualify(body.outvars, ctx)
+    ins, outs = eqn.invars, eqn.outvars
+    for k in range(nc + nk):
+        _bind(g, ins[k], b_in[k])
+    for k in range(nk):
+        _bind(g, b_in[nc + k], b_out[k])
+        _bind(g, outs[k], b_out[k])
+    for o, i in zip(ins[nc + nk:], b_in[nc + nk:]):
+        _bind(g, o, i, shift=1)
+    for o, i in zip(outs[nk:], b_out[nk:]):
+        _bind(g, o, i, shift=1)
+    _walk(g, body, ctx, counter)
+
+
+def _while(g, eqn, counter):
+    """``while`` (and ``fori_loop`` with traced bounds): operands are ``cond consts + body
+    consts + init carry``, results the final carry. The carry into the condition, into the
+    body, out of the body and out of the loop share every class."""
+    cond, body = _open(eqn.params["cond_jaxpr"]), _open(eqn.params["body_jaxpr"])
+    cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+    ins, outs = eqn.invars, eqn.outvars
+    carry = ins[cn + bn:]
+    for jaxpr, consts in ((cond, ins[:cn]), (body, ins[cn:cn + bn])):
+        counter[0] += 1
+        ctx = counter[0]
+        j_in = _qualify(jaxpr.invars, ctx)
+        for o, i in zip(list(consts) + list(carry), j_in):
+            _bind(g, o, i)
+        if jaxpr is body:
+            for k, out in enumerate(_qualify(jaxpr.outvars, ctx)):
+                _bind(g, j_in[bn + k], out)
+                _bind(g, outs[k], out)
+        _walk(g, jaxpr, ctx, counter)
 
 
 class _Eqn:
@@ -255,6 +351,8 @@ class _Eqn:
 
 def _walk(g, jaxpr, ctx=0, counter=None):
     counter = counter if counter is not None else [0]
+    for c in jaxpr.constvars:  # closed-over arrays are constants: never permuted
+        g.fix_var(_Q(ctx, c))
     for raw in jaxpr.eqns:
         eqn = _Eqn(raw, ctx)
         name = eqn.primitive.name
@@ -290,6 +388,10 @@ def _walk(g, jaxpr, ctx=0, counter=None):
             _padded(g, eqn)
         elif name == "concatenate":
             _concatenated(g, eqn)
+        elif name == "scan":
+            _scan(g, eqn, counter)
+        elif name == "while":
+            _while(g, eqn, counter)
         elif (sub := _subjaxpr(eqn)) is not None:
             counter[0] += 1
             sub_ctx = counter[0]
@@ -309,16 +411,35 @@ def _walk(g, jaxpr, ctx=0, counter=None):
 
 
 def _classes(g, param_vars):
-    """Resolve fixed classes (propagating through block links) and collect param axes."""
+    """Resolve fixed classes and block links, and collect param axes.
+
+    A block link ``merged -> inner`` says the merged class is the inner class's block axis. A
+    fixed merged class fixes its inner class; a merged class linked to two different inner
+    classes is fixed with them (no single permutation fits both); a chain of merges
+    ``(A, B, C) -> (A, B*C) -> (A*B*C)`` resolves to its innermost class (the fastest factor).
+    Returns ``fixed_roots``, ``linked`` (merged root -> innermost root, for the merged classes
+    that are permuted), ``merged`` (every merged root) and the param members per root.
+    """
     fixed_roots = {g.find(n) for n in g.fixed}
+    inner_of = defaultdict(set)  # merged root -> its inner roots
+    for m, i in g.links:
+        inner_of[g.find(m)].add(g.find(i))
     changed = True
-    while changed:  # a fixed merged axis fixes its inner axis
+    while changed:
         changed = False
-        for merged, inner in g.links:
-            if g.find(merged) in fixed_roots and g.find(inner) not in fixed_roots:
-                fixed_roots.add(g.find(inner))
-                changed = True
-    linked = {g.find(m): g.find(i) for m, i in g.links}
+        for m, inners in inner_of.items():
+            if m in fixed_roots or len(inners) > 1:
+                group = {m} | inners
+                if not group <= fixed_roots:
+                    fixed_roots |= group
+                    changed = True
+
+    def innermost(r):  # sizes strictly shrink along a chain, so it ends
+        while r in inner_of and r not in fixed_roots:
+            (r,) = inner_of[r]
+        return None if r in fixed_roots else r
+
+    linked = {m: r for m in inner_of if (r := innermost(m)) is not None}
     members = defaultdict(list)
     first_activation: dict = {}  # root -> creation index of its first activation axis
     for i, node in enumerate(list(g.parent)):
@@ -327,7 +448,7 @@ def _classes(g, param_vars):
             members[r].append(node)
         else:
             first_activation.setdefault(r, i)
-    return fixed_roots, linked, members, first_activation
+    return fixed_roots, linked, set(inner_of), members, first_activation
 
 
 def _dead_code_removed(jaxpr):
@@ -364,18 +485,18 @@ def infer_spec(apply_fn, params, example_input) -> PermutationSpec:
     _walk(g, jaxpr)
     for v in _vars(jaxpr.outvars):
         g.fix_var(_Q(0, v))
-    fixed, linked, members, has_act = _classes(g, param_vars)
+    fixed, linked, merged, members, has_act = _classes(g, param_vars)
     order = {k: i for i, k in enumerate(keys)}
-    roots = [r for r in members if r not in fixed and r in has_act and r not in linked
+    roots = [r for r in members if r not in fixed and r in has_act and r not in merged
              and _shape(r[0])[r[1]] > 1]
     roots.sort(key=lambda r: has_act[r])  # in order of computation
     perms, sizes = {}, {}
     for j, r in enumerate(roots):
         name = f"P_{j}"
         axes = [(param_vars[v], ax) for v, ax in members[r]]
-        for merged, inner in linked.items():
-            if inner == r and merged not in fixed:
-                axes += [(param_vars[v], ax) for v, ax in members[merged]]
+        for m, inner in linked.items():
+            if inner == r:
+                axes += [(param_vars[v], ax) for v, ax in members[m]]
         axes.sort(key=lambda ka: (order[ka[0]], ka[1]))
         perms[name] = tuple(axes)
         sizes[name] = int(_shape(members[r][0][0])[members[r][0][1]])
