@@ -2,7 +2,8 @@
 
 This module imports matplotlib only (never JAX), so figure scripts that read stored results stay
 light. ``save`` strips timestamps and software tags from the files, so the same results give
-byte-identical figures.
+byte-identical figures. It never chooses a matplotlib backend: in Jupyter figures show inline,
+and the command line that writes figure files picks a non-interactive backend itself.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["STYLE", "COLORS", "figure", "save", "band", "label_panels"]
 

@@ -7,24 +7,33 @@ Supervised datasets are dicts ``{"x": inputs, "y": labels}``; loaders return ``(
 
 Modules: ``real`` (scikit-learn digits, mnist1d), ``synthetic`` (Gaussian mixtures),
 ``tokens`` (token-selection data for attention), ``icl`` (in-context linear regression).
-Their public names are re-exported here.
+Their public names are re-exported here. The SVM constraint algebra over token data lives in
+``landscape.attention.constraints``.
 """
 
-from __future__ import annotations
+from landscape.data.icl import icl_tokens, linear_regression_tasks
+from landscape.data.real import digits, mnist1d, seed_from_key
+from landscape.data.synthetic import gaussian_mixture
+from landscape.data.tokens import (
+    TokenData,
+    optimal_tokens,
+    score_gap,
+    selection_mask,
+    token_scores,
+    token_selection_data,
+)
 
-import importlib
-
-_MODULES = ("real", "synthetic", "tokens", "icl")
-
-
-def __getattr__(name: str):
-    for mod in _MODULES:
-        try:
-            module = importlib.import_module(f"landscape.data.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"landscape.data.{mod}":
-                continue
-            raise
-        if name in getattr(module, "__all__", ()):
-            return getattr(module, name)
-    raise AttributeError(f"module 'landscape.data' has no attribute {name!r}")
+__all__ = [
+    "TokenData",
+    "digits",
+    "gaussian_mixture",
+    "icl_tokens",
+    "linear_regression_tasks",
+    "mnist1d",
+    "optimal_tokens",
+    "score_gap",
+    "seed_from_key",
+    "selection_mask",
+    "token_scores",
+    "token_selection_data",
+]
