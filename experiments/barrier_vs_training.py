@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from experiments import _lmc
+from experiments.layouts.barrier_vs_training import Metrics
 from landscape import connectivity as C
 from landscape.experiment import RunContext
 
@@ -98,7 +99,7 @@ def instability(config: Config) -> dict:
     return {"spawn_steps": np.asarray(config.spawn_steps), "table": np.asarray(rows)}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     a = ctx.stage("along_training", lambda: along_training(config))
     ctx.log(f"post-WM loss barrier at the end: {a['table'][-1, 2]:.3f}")

@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import _lmc
+from experiments.layouts.barrier_vs_width import AXES, METHODS, Metrics
 from landscape import connectivity as C
 from landscape.experiment import RunContext
-
-METHODS = ("none", "wm", "am", "ste", "wm_repair")
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def run_one(config: Config, dataset: str, width: int) -> dict:
             "test_error": np.asarray([_lmc.evaluate(m, test)[1] for m in models])}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     grid = [(d, w) for d in config.datasets for w in config.widths]
     res = {}
@@ -128,5 +127,4 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
                                   for d in config.datasets])
     return {"methods": list(METHODS), "barrier_loss": stack("barrier_loss"),
             "barrier_error": stack("barrier_error"), "test_error": stack("test_error"),
-            "axes": "barrier_*: [dataset, width, method, pair]; "
-                    "test_error: [dataset, width, model]"}
+            "axes": AXES}

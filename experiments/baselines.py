@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import optax
 
+from experiments.layouts.baselines import Metrics
 from landscape.experiment import RunContext
 
 # Published MNIST-1D test accuracies (Greydanus and Kobak 2024, Table 1).
@@ -97,7 +98,7 @@ def train_one(config: Config, dataset: str, model_name: str, seed: int, ctx: Run
             "curve_step": h["step"], "curve_test_acc": h["test_acc"]}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     seeds = [config.seed + i for i in range(config.num_seeds)]
     out: dict = {"reference": {"mnist1d": MNIST1D_REFERENCE}, "results": {}}

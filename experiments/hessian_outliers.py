@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.layouts.hessian_outliers import Metrics, run_key
 from landscape.experiment import RunContext
 
 
@@ -215,16 +216,15 @@ def run_one(config: Config, num_classes: int, width: int, seed: int | None = Non
     return out
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     grid = [(c, w) for c in config.num_classes for w in config.widths]
     runs = {}
     for c, w in ctx.progress(grid, desc="hessian_outliers", total=len(grid)):
-        runs[f"C{c}_w{w}"] = ctx.stage(f"C{c}_w{w}", lambda c=c, w=w: run_one(config, c, w))
-        ctx.log(
-            f"C={c} width={w}: outliers H={runs[f'C{c}_w{w}']['hessian']['outlier_count']}"
-            f" G={runs[f'C{c}_w{w}']['ggn']['outlier_count']}"
-        )
+        key = run_key(c, w)
+        runs[key] = ctx.stage(key, lambda c=c, w=w: run_one(config, c, w))
+        ctx.log(f"C={c} width={w}: outliers H={runs[key]['hessian']['outlier_count']}"
+                f" G={runs[key]['ggn']['outlier_count']}")
     seeds = [config.seed + 1 + i for i in range(config.extra_seeds)]
     extra = {}
     for c, w, sd in ctx.progress([(c, w, sd) for c, w in grid for sd in seeds],
@@ -235,7 +235,7 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
 
     def by_seed(kind, th):
         return [[[outlier_count(r[kind]["eigenvalues"], th)
-                  for r in [runs[f"C{c}_w{w}"]] + [extra[(c, w, sd)] for sd in seeds]]
+                  for r in [runs[run_key(c, w)]] + [extra[(c, w, sd)] for sd in seeds]]
                  for w in config.widths] for c in config.num_classes]
 
     summary = {
@@ -248,15 +248,15 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
         kind: {
             "counts_by_seed": by_seed(kind, config.gap_threshold),
             "outlier_count": [
-                [runs[f"C{c}_w{w}"][kind]["outlier_count"] for w in config.widths]
+                [runs[run_key(c, w)][kind]["outlier_count"] for w in config.widths]
                 for c in config.num_classes
             ],
             "overlap": [
-                [runs[f"C{c}_w{w}"][kind]["overlap"] for w in config.widths]
+                [runs[run_key(c, w)][kind]["overlap"] for w in config.widths]
                 for c in config.num_classes
             ],
             "bulk_edge": [
-                [runs[f"C{c}_w{w}"][kind]["bulk_edge"] for w in config.widths]
+                [runs[run_key(c, w)][kind]["bulk_edge"] for w in config.widths]
                 for c in config.num_classes
             ],
         }

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 import optax
 
+from experiments.layouts.hessian_spectrum import Metrics
 from landscape.experiment import RunContext
 
 _DATASETS = ("digits", "mnist1d")
@@ -186,7 +187,7 @@ def _parse_runs(names) -> list[tuple[str, str]]:
     return pairs
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     grid = _parse_runs(config.runs)
     runs = {}

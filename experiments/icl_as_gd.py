@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.layouts.icl_as_gd import Metrics
 from landscape import attention as att
 from landscape import data
 from landscape.experiment import RunContext
@@ -69,7 +70,7 @@ def run_seed(config: Config, s: int) -> dict:
             "construction_max_abs_diff": check, "steps": np.asarray(steps), **recs}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     rows = [ctx.stage(f"seed{s}", lambda s=s: run_seed(config, s))
             for s in ctx.progress(range(config.num_seeds), desc="seeds")]

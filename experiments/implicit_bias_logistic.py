@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.layouts.implicit_bias_logistic import Metrics
 from landscape import attention as att
 from landscape.experiment import RunContext
 
@@ -85,7 +86,7 @@ def run_dataset(config: Config, k: int) -> dict:
     }
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     rows = [ctx.stage(f"dataset{k}", lambda k=k: run_dataset(config, k))
             for k in ctx.progress(range(config.num_datasets), desc="datasets")]

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from experiments import _lmc
+from experiments.layouts.matching_anatomy import LAYER_COLUMNS, Metrics
 from landscape import connectivity as C
 from landscape.experiment import RunContext
 
@@ -87,7 +88,7 @@ def _layer_rows(pa, pb, data, num_points):
     return rows
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
 
     def analyse():
@@ -106,5 +107,5 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
     out = ctx.stage("anatomy", analyse)
     d = out["distances"]
     ctx.log(f"L2 distance before {d['before']:.2f}, after {d['after']:.2f}")
-    out["layer_columns"] = ["midpoint_barrier", "max_barrier", "predicted", "measured_midpoint"]
+    out["layer_columns"] = list(LAYER_COLUMNS)
     return out

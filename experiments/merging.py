@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from experiments import _lmc
+from experiments.layouts.merging import Metrics
 from landscape import connectivity as C
 from landscape.experiment import RunContext
 
@@ -85,7 +86,7 @@ def _multi(config, models, test):
             "multi_wm": np.asarray(aligned)}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
 
     def work():

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from experiments import _lmc
+from experiments.layouts.surfaces import Metrics
 from landscape import connectivity as C
 from landscape import losses
 from landscape import nnx as lnnx
@@ -112,7 +113,7 @@ def _bezier(config, train, test):
             "bezier_error": np.asarray(curve.errors), "bezier_train_loss": np.asarray(fit.losses)}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     train, test = _lmc.load(config.dataset, jax.random.key(config.seed), config.num_train)
     out = {}

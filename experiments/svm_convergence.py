@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.layouts.svm_convergence import Metrics
 from landscape import attention as att
 from landscape import data
 from landscape.experiment import RunContext
@@ -136,7 +137,7 @@ def _summary(config, steps, seeds) -> dict:
     return out
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     seeds = [ctx.stage(f"seed{s}", lambda s=s: run_seed(config, s))
              for s in ctx.progress(range(config.num_seeds), desc="seeds")]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.layouts.svm_local import KINDS, Metrics
 from landscape import attention as att
 from landscape import data
 from landscape.experiment import RunContext
@@ -113,7 +114,7 @@ def picture(config: Config) -> dict:
             "final_token": final, "svm_u": directions, "token_kind": kinds}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     freq = {}
     for scale in config.init_scales:
@@ -123,7 +124,7 @@ def run(config: Config, ctx: RunContext | None = None) -> dict:
         kinds = [r["kind"] for r in rows]
         freq[str(scale)] = {
             "kinds": kinds,
-            "fraction": {k: kinds.count(k) / len(kinds) for k in ("global", "local", "none")},
+            "fraction": {k: kinds.count(k) / len(kinds) for k in KINDS},
             "final_corr": np.array([r["corr"] for r in rows]),
             "final_mass": np.array([r["mass"] for r in rows]),
             "num_wrong_tokens": [r["num_wrong"] for r in rows],

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.layouts.svm_nonlinear import Metrics
 from landscape import attention as att
 from landscape import data
 from landscape.experiment import RunContext
@@ -98,7 +99,7 @@ def run_seed(config: Config, s: int) -> dict:
             "excluded": cmp.excluded}
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     rows = [ctx.stage(f"seed{s}", lambda s=s: run_seed(config, s))
             for s in ctx.progress(range(config.num_seeds), desc="seeds")]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from experiments.layouts.svm_rank import Metrics
 from landscape import attention as att
 from landscape import data
 from landscape.experiment import RunContext
@@ -68,7 +69,7 @@ def run_cell(config: Config, n: int, d: int) -> dict:
     }
 
 
-def run(config: Config, ctx: RunContext | None = None) -> dict:
+def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     cells = [(n, d) for n in config.ns for d in config.ds]
     out = {}

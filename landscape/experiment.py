@@ -1,62 +1,74 @@
-"""Experiment runner: configs, resumable runs, results with provenance, and figures.
+"""The library side of the runner: the plugin contract, configs, the results store, run contexts.
 
-An experiment is a module ``experiments/NAME.py`` defining a frozen dataclass ``Config`` (every
-field has a default: the default config is the real science; ``Config.smoke()`` is a tiny one)
-and ``run(config, ctx=None) -> dict`` of JSON-serialisable metrics, where NumPy arrays may appear
-anywhere. A figure is a module ``paper_figures/NAME.py`` defining ``EXPERIMENTS`` (the results it
-reads) and ``draw(results, out_dir) -> list[Path]``; it never imports JAX.
+An *experiment* is any module that satisfies ``Experiment``: a frozen dataclass ``Config`` whose
+every field has a default (the default config is the real science; ``Config.smoke()`` is a tiny
+one that exercises every code path in seconds) and ``run(config, ctx) -> metrics``, a dict of
+JSON-serialisable values where NumPy arrays may appear anywhere. A *figure* is any module that
+satisfies ``Figure``: ``EXPERIMENTS`` (the names of the results it reads) and
+``draw(results, out_dir) -> list[Path]``. This module defines the contract and stores results;
+it does not know which experiments or figures exist. The ``experiments`` and ``paper_figures``
+packages list their own members, and the ``landscape`` command lives in ``experiments.cli``.
 
-The runner writes ``results/NAME/CONFIG_HASH.json`` (config, metrics, provenance) and, when the
-metrics hold arrays, ``results/NAME/CONFIG_HASH.npz`` beside it. Both writes are atomic. Work in
-progress lives in ``results/NAME/CONFIG_HASH.work/``: ``RunContext.stage`` memoises finished
-units of work there, so a run killed halfway resumes without redoing them.
+Results go to ``$LANDSCAPE_RESULTS``, else to ``./results`` in the current working directory:
+``RESULTS/NAME/CONFIG_HASH.json`` holds the config, the metrics and the provenance, and
+``CONFIG_HASH.npz`` beside it holds the arrays of the metrics. Both writes are atomic. Work in
+progress lives in ``RESULTS/NAME/CONFIG_HASH-CODE_HASH.work/``, where the code hash covers the
+experiment's source (with the helper modules of its package that it uses) and the library
+version: ``RunContext.stage`` memoises finished units of work there, so a killed run resumes
+without redoing them, while an edited experiment never reuses the stages of its old code. The
+work folders of a config are deleted once its result is stored.
 
-This module imports JAX only inside ``run_experiment`` (for provenance), so figure scripts can
-use ``load`` without importing it.
+Importing this module does not import JAX (``run_experiment`` imports it for the provenance),
+so figure scripts and the ``list`` and ``show`` commands stay light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
+import inspect
 import io
 import json
 import os
 import pickle
 import platform
+import shutil
 import subprocess
 import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 
-from landscape.checkpoint import atomic_write_bytes
-
 __all__ = [
+    "Experiment",
+    "ExperimentConfig",
+    "Figure",
     "RunContext",
     "Result",
     "UsageError",
     "ResultsError",
-    "root",
     "results_dir",
-    "list_experiments",
-    "list_figures",
-    "load_experiment",
+    "progress_style",
+    "format_duration",
+    "experiment_name",
     "make_config",
+    "config_dict",
     "config_hash",
+    "code_hash",
+    "result_path",
+    "work_dir",
     "run_experiment",
     "load",
     "ensure",
-    "draw_figures",
 ]
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 class UsageError(ValueError):
@@ -67,51 +79,63 @@ class ResultsError(RuntimeError):
     """A stored results file that cannot be read."""
 
 
-def root() -> Path:
-    """The project root: ``$LANDSCAPE_ROOT``, else the checkout that holds this package."""
-    env = os.environ.get("LANDSCAPE_ROOT")
-    if env:
-        return Path(env).resolve()
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "experiments").is_dir() else Path.cwd()
+# ----------------------------------------------------------------------------- the contract
 
 
-def results_dir() -> Path:
-    """Where results go: ``$LANDSCAPE_RESULTS``, else ``ROOT/results``."""
-    env = os.environ.get("LANDSCAPE_RESULTS")
-    return Path(env).resolve() if env else root() / "results"
+@runtime_checkable
+class ExperimentConfig(Protocol):
+    """The config of an experiment: a frozen dataclass whose every field has a default.
+
+    The default config is the science run; ``smoke()`` returns a tiny config that finishes in
+    seconds and exercises every code path (tests and CI run it).
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def smoke(cls) -> Self: ...
 
 
-def _module_names(folder: str) -> list[str]:
-    path = root() / folder
-    if not path.is_dir():
-        return []
-    return sorted(p.stem for p in path.glob("*.py") if not p.stem.startswith("_"))
+@runtime_checkable
+class Experiment(Protocol):
+    """An experiment module: ``Config`` and ``run(config, ctx)``.
+
+    ``run`` returns the metrics, a dict of numbers, strings, lists, dicts and arrays, and uses
+    ``ctx`` (a ``RunContext``) for resumable stages, progress and scratch files; called with
+    ``ctx=None`` it must work without one. The experiments of this project also export their
+    metric layout as a ``TypedDict`` named ``Metrics``.
+    """
+
+    Config: type[ExperimentConfig]
+
+    def run(self, config: Any, ctx: RunContext | None = None) -> Mapping[str, Any]: ...
 
 
-def list_experiments() -> list[str]:
-    """Names of the experiments in ``experiments/``."""
-    return _module_names("experiments")
+@runtime_checkable
+class Figure(Protocol):
+    """A figure module: ``EXPERIMENTS`` and ``draw(results, out_dir)``.
+
+    ``results`` maps each name in ``EXPERIMENTS`` to its stored ``Result``; ``draw`` writes its
+    files into ``out_dir`` and returns their paths. A figure never imports JAX and reads every
+    parameter it shows from ``result.config``.
+    """
+
+    EXPERIMENTS: tuple[str, ...]
+
+    def draw(self, results: Mapping[str, Result], out_dir: Path) -> list[Path]: ...
 
 
-def list_figures() -> list[str]:
-    """Names of the figure scripts in ``paper_figures/``."""
-    return _module_names("paper_figures")
+def experiment_name(experiment: types.ModuleType | str) -> str:
+    """The name results are stored under: the last component of the module's name."""
+    if isinstance(experiment, str):
+        return experiment
+    return experiment.__name__.rpartition(".")[2]
 
 
-def _import(folder: str, name: str) -> types.ModuleType:
-    top = str(root())
-    if top not in sys.path:
-        sys.path.insert(0, top)
-    return importlib.import_module(f"{folder}.{name}")
-
-
-def load_experiment(name: str) -> types.ModuleType:
-    """Import ``experiments/NAME.py``; ``UsageError`` if there is no such experiment."""
-    names = list_experiments()
-    if name not in names:
-        raise UsageError(f"unknown experiment {name!r}; available: {', '.join(names) or 'none'}")
-    return _import("experiments", name)
+def _check_experiment(module) -> None:
+    if not isinstance(module, Experiment):
+        raise TypeError("experiment must be a module defining Config and run(config, ctx); "
+                        f"got {module!r}")
 
 
 # ----------------------------------------------------------------------------- configs
@@ -128,7 +152,7 @@ def make_config(module: types.ModuleType, *, smoke: bool = False, overrides: Ite
         if not sep:
             raise UsageError(f"--set expects key=value; got {item!r}")
         if key not in fields:
-            raise UsageError(f"unknown config key {key!r} for {module.__name__.split('.')[-1]}; "
+            raise UsageError(f"unknown config key {key!r} for {experiment_name(module)}; "
                              f"known keys: {', '.join(sorted(fields))}")
         changes[key] = _parse(key, text, hints.get(key, str))
     return dataclasses.replace(config, **changes)
@@ -172,35 +196,104 @@ def config_hash(config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def code_hash(module: types.ModuleType) -> str:
+    """A short hash of the code an experiment runs, for keying its unfinished work.
+
+    It covers the module's source, the sources of the modules of its own package that it
+    uses (``experiments._lmc`` for the mode-connectivity experiments), and the version of
+    ``landscape``. Edits elsewhere in the library are not seen: bump the version, or delete the
+    ``.work`` folder, when a library change must invalidate half-finished runs.
+    """
+    from landscape import __version__
+
+    package = module.__name__.rpartition(".")[0]
+    used = {module.__name__: module}
+    for value in vars(module).values() if package else ():
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(
+            value, "__module__", None)
+        if isinstance(name, str) and name.startswith(package + ".") and name in sys.modules:
+            used.setdefault(name, sys.modules[name])
+    digest = hashlib.sha256(f"landscape {__version__}\n".encode())
+    for name in sorted(used):
+        digest.update(f"\n# {name}\n".encode())
+        digest.update(inspect.getsource(used[name]).encode())
+    return digest.hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+ProgressStyle = Literal["off", "bar", "lines"]
+_STYLES = ("off", "bar", "lines")
+
+
+def progress_style(quiet: bool | None = None) -> ProgressStyle:
+    """How the runner reports progress on stderr: ``"off"``, ``"bar"`` or ``"lines"``.
+
+    ``quiet=True`` is ``"off"``. Otherwise ``$LANDSCAPE_PROGRESS`` (one of the three) decides
+    when it is set; with ``quiet=None`` the runner stays silent under pytest and CI (``$CI``
+    set); else it draws tqdm bars when stderr is a terminal and writes one line per stage when
+    it is not (``landscape run NAME > log 2>&1``), so a log file shows what is happening.
+    """
+    if quiet:
+        return "off"
+    env = os.environ.get("LANDSCAPE_PROGRESS", "").strip().lower()
+    if env:
+        if env not in _STYLES:
+            raise UsageError(f"LANDSCAPE_PROGRESS must be one of {', '.join(_STYLES)}; "
+                             f"got {env!r}")
+        return typing.cast(ProgressStyle, env)
+    if quiet is None and (os.environ.get("CI") or "PYTEST_CURRENT_TEST" in os.environ):
+        return "off"
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as ``"12.3 s"`` or ``"4 min 05 s"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s"
+
+
 # ----------------------------------------------------------------------------- context
 
 
 class RunContext:
-    """Services the runner offers to ``run``: resumable stages, progress bars, scratch paths.
+    """Services the runner offers to ``run``: resumable stages, progress, scratch paths, logs.
 
-    ``RunContext.ephemeral()`` keeps nothing on disk (for direct calls and tests).
+    ``style`` is a ``progress_style``: with ``"bar"`` loops wrapped in ``progress`` show tqdm
+    bars; with ``"lines"`` every stage writes a start line and a finish line with its elapsed
+    time; ``log`` writes in both. ``name`` prefixes the lines. ``RunContext.ephemeral()`` keeps
+    nothing on disk and says nothing (for direct calls and tests).
     """
 
-    def __init__(self, work_dir: Path | None, *, quiet: bool | None = None):
+    def __init__(self, work_dir: Path | None, *, quiet: bool | None = None, name: str = ""):
         self.work_dir = work_dir
-        if quiet is None:
-            quiet = not sys.stderr.isatty() or bool(os.environ.get("CI"))
-        self.quiet = quiet
+        self.style = progress_style(quiet)
+        self.name = name
 
     @classmethod
     def ephemeral(cls) -> RunContext:
         return cls(None, quiet=True)
 
+    @property
+    def quiet(self) -> bool:
+        return self.style == "off"
+
     def stage(self, name: str, fn: Callable[[], T]) -> T:
         """Return ``fn()``, memoised on disk under ``name`` once it has finished."""
-        if self.work_dir is None:
-            return fn()
-        path = self.work_dir / f"stage-{_safe(name)}.pkl"
-        if path.exists():
+        path = None if self.work_dir is None else self.work_dir / f"stage-{_safe(name)}.pkl"
+        if path is not None and path.exists():
+            self._line(f"stage {name}: done in an earlier attempt, reused")
             with open(path, "rb") as fh:
                 return pickle.load(fh)
+        self._line(f"stage {name}: started")
+        start = time.perf_counter()
         value = fn()
-        atomic_write_bytes(path, pickle.dumps(_to_numpy(value)))
+        if path is not None:
+            _atomic_write(path, pickle.dumps(_to_numpy(value)))
+        self._line(f"stage {name}: finished in {format_duration(time.perf_counter() - start)}")
         return value
 
     def path(self, name: str) -> Path:
@@ -213,17 +306,32 @@ class RunContext:
         return self.work_dir / _safe(name)
 
     def progress(self, iterable: Iterable[T], desc: str = "", total: int | None = None):
+        """``iterable`` with a tqdm bar when the style is ``"bar"``."""
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, desc=desc, total=total, disable=self.quiet, leave=False)
+        return tqdm(iterable, desc=desc, total=total, disable=self.style != "bar", leave=False)
 
     def log(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, file=sys.stderr)
+        """Write ``msg`` to stderr unless the context is quiet."""
+        if self.style != "off":
+            print(self._prefix() + msg, file=sys.stderr, flush=True)
+
+    def _line(self, msg: str) -> None:
+        if self.style == "lines":
+            print(self._prefix() + msg, file=sys.stderr, flush=True)
+
+    def _prefix(self) -> str:
+        return f"[{self.name}] " if self.name else ""
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    from landscape.checkpoint import atomic_write_bytes  # imports JAX: only when writing
+
+    atomic_write_bytes(path, data)
 
 
 def _to_numpy(value):
@@ -241,12 +349,16 @@ def _to_numpy(value):
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
-    """A stored run: ``config`` (dict), ``metrics`` (dict, arrays restored), ``provenance``."""
+class Result(Generic[M]):
+    """A stored run: ``config`` (dict), ``metrics`` (arrays restored), ``provenance`` (dict).
+
+    ``Result[Metrics]`` types the metrics with an experiment's layout, e.g.
+    ``res: Result[Metrics] = results["baselines"]`` in a figure.
+    """
 
     name: str
     config: dict
-    metrics: dict
+    metrics: M
     provenance: dict
     path: Path
 
@@ -278,23 +390,37 @@ def _join_arrays(obj, arrays):
     return obj
 
 
-def _result_paths(name: str, config) -> tuple[Path, Path, Path]:
-    base = results_dir() / name / config_hash(config)
-    return base.with_suffix(".json"), base.with_suffix(".npz"), base.with_suffix(".work")
+def results_dir() -> Path:
+    """Where results go: ``$LANDSCAPE_RESULTS``, else ``./results`` of the working directory."""
+    env = os.environ.get("LANDSCAPE_RESULTS")
+    return Path(env).resolve() if env else Path.cwd().resolve() / "results"
 
 
-def _git_commit() -> str:
+def result_path(experiment: types.ModuleType | str, config) -> Path:
+    """The JSON file that holds (or will hold) the result of ``experiment`` for ``config``."""
+    return results_dir() / experiment_name(experiment) / f"{config_hash(config)}.json"
+
+
+def work_dir(module: types.ModuleType, config) -> Path:
+    """The folder of the unfinished work of ``module`` on ``config`` with its current code."""
+    name = f"{config_hash(config)}-{code_hash(module)}.work"
+    return results_dir() / experiment_name(module) / name
+
+
+def _git_commit(where: Path) -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root(), capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                              text=True, timeout=10).stdout.strip()
+        if not sha:
+            return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root(), capture_output=True, text=True, timeout=10).stdout
-        return (sha or "unknown") + ("+dirty" if dirty.strip() else "")
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
+        return sha + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def _provenance(config, wall: float) -> dict:
+def _provenance(module, config, wall: float) -> dict:
     import importlib.metadata as md
 
     import jax
@@ -306,8 +432,10 @@ def _provenance(config, wall: float) -> dict:
         except md.PackageNotFoundError:
             versions[pkg] = None
     devices = jax.devices()
+    source = getattr(module, "__file__", None)
     return {
-        "git_commit": _git_commit(),
+        "git_commit": _git_commit(Path(source).resolve().parent) if source else "unknown",
+        "code_hash": code_hash(module),
         "versions": versions,
         "python": platform.python_version(),
         "backend": jax.default_backend(),
@@ -322,31 +450,50 @@ def _provenance(config, wall: float) -> dict:
     }
 
 
-def run_experiment(name: str, config=None, *, quiet: bool | None = None) -> Result:
-    """Run experiment ``name`` with ``config`` (default: its default config) and store it."""
-    module = load_experiment(name)
+def run_experiment(module: types.ModuleType, config=None, *,
+                   quiet: bool | None = None) -> Result:
+    """Run the experiment ``module`` on ``config`` (default: its default config) and store it.
+
+    Finished stages of an earlier, killed attempt with the same config and code are reused.
+    Once the result is stored, the work folders of this config are deleted.
+    """
+    _check_experiment(module)
+    name = experiment_name(module)
     config = module.Config() if config is None else config
-    json_path, npz_path, work = _result_paths(name, config)
-    ctx = RunContext(work, quiet=quiet)
+    if not isinstance(config, module.Config):
+        raise TypeError(f"config must be a {name}.Config; got {type(config).__name__}")
+    json_path = result_path(module, config)
+    ctx = RunContext(work_dir(module, config), quiet=quiet, name=name)
+    ctx._line(f"run started (config {config_hash(config)})")
     start = time.perf_counter()
     metrics = module.run(config, ctx)
     wall = time.perf_counter() - start
     arrays: dict[str, np.ndarray] = {}
     stored = _split_arrays(metrics, "metrics", arrays)
     record = {"name": name, "config_hash": config_hash(config), "config": config_dict(config),
-              "metrics": stored, "provenance": _provenance(config, wall)}
+              "metrics": stored, "provenance": _provenance(module, config, wall)}
     if arrays:
         buf = io.BytesIO()
         np.savez_compressed(buf, **{k.replace("/", "|"): v for k, v in arrays.items()})
-        atomic_write_bytes(npz_path, buf.getvalue())
-    atomic_write_bytes(json_path, json.dumps(record, indent=1, sort_keys=True).encode())
+        _atomic_write(json_path.with_suffix(".npz"), buf.getvalue())
+    _atomic_write(json_path, json.dumps(record, indent=1, sort_keys=True).encode())
+    for folder in json_path.parent.glob(f"{config_hash(config)}*.work"):
+        shutil.rmtree(folder, ignore_errors=True)
+    ctx._line(f"run finished in {format_duration(wall)}: {json_path}")
     return load(name, config)
 
 
-def load(name: str, config=None, *, path: Path | None = None) -> Result:
-    """Load the stored result of ``name`` for ``config`` (or from ``path``)."""
+def load(experiment: types.ModuleType | str, config=None, *, path: Path | None = None) -> Result:
+    """Load the stored result of ``experiment`` (a module or a name) for ``config``.
+
+    ``path`` reads a given results file instead. A missing file raises ``FileNotFoundError``;
+    an unreadable one ``ResultsError``.
+    """
+    name = experiment_name(experiment)
     if path is None:
-        path = _result_paths(name, config)[0]
+        if config is None:
+            raise TypeError("load needs a config or a path")
+        path = result_path(name, config)
     try:
         record = json.loads(Path(path).read_text())
         arrays = {}
@@ -362,33 +509,8 @@ def load(name: str, config=None, *, path: Path | None = None) -> Result:
         raise ResultsError(f"cannot read results file {path}: {exc}") from None
 
 
-def ensure(name: str, config, *, quiet: bool | None = None) -> Result:
-    """The stored result for ``config``, running the experiment first if it is missing."""
-    if _result_paths(name, config)[0].exists():
-        return load(name, config)
-    return run_experiment(name, config, quiet=quiet)
-
-
-def draw_figures(names: Iterable[str] | None = None, *, smoke: bool = False,
-                 out_dir: Path | None = None, quiet: bool | None = None) -> list[Path]:
-    """Run whatever results are missing, then draw the figures (PNG + PDF).
-
-    Default configs draw into ``paper_figures/out``; smoke configs into
-    ``RESULTS/figures-smoke`` so that they never overwrite the committed figures.
-    """
-    available = list_figures()
-    names = list(names) if names else available
-    for n in names:
-        if n not in available:
-            raise UsageError(f"unknown figure {n!r}; available: {', '.join(available)}")
-    if out_dir is None:
-        out_dir = results_dir() / "figures-smoke" if smoke else root() / "paper_figures/out"
-    written: list[Path] = []
-    for fig_name in names:
-        fig = _import("paper_figures", fig_name)
-        results = {}
-        for exp in fig.EXPERIMENTS:
-            config = make_config(load_experiment(exp), smoke=smoke)
-            results[exp] = ensure(exp, config, quiet=quiet)
-        written += fig.draw(results, Path(out_dir))
-    return written
+def ensure(module: types.ModuleType, config, *, quiet: bool | None = None) -> Result:
+    """The stored result of ``module`` for ``config``, running the experiment if it is missing."""
+    if result_path(module, config).exists():
+        return load(module, config)
+    return run_experiment(module, config, quiet=quiet)

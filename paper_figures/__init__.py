@@ -1,0 +1,51 @@
+"""The figures of the paper set, one script each, listed explicitly in ``REGISTRY``.
+
+Every script satisfies ``landscape.experiment.Figure``: ``EXPERIMENTS`` (the results it reads)
+and ``draw(results, out_dir)``. Scripts never import JAX; they read their results through the
+metric layouts in ``experiments.layouts`` and every plotted parameter from the stored config.
+``landscape figures`` (``experiments.cli``) runs missing results and draws them into ``OUT_DIR``
+(this package's ``out/`` folder; the committed PNGs of the default configs live there).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from landscape.experiment import UsageError
+
+__all__ = ["REGISTRY", "OUT_DIR", "names", "get"]
+
+#: Where ``landscape figures`` draws the figures of the default configs.
+OUT_DIR = Path(__file__).resolve().parent / "out"
+
+#: Figure name -> module that draws it.
+REGISTRY: dict[str, str] = {
+    "barrier_vs_training": "paper_figures.barrier_vs_training",
+    "barrier_vs_width": "paper_figures.barrier_vs_width",
+    "baselines": "paper_figures.baselines",
+    "hessian_outliers": "paper_figures.hessian_outliers",
+    "hessian_spectrum": "paper_figures.hessian_spectrum",
+    "icl_as_gd": "paper_figures.icl_as_gd",
+    "implicit_bias_logistic": "paper_figures.implicit_bias_logistic",
+    "matching_anatomy": "paper_figures.matching_anatomy",
+    "merging": "paper_figures.merging",
+    "surfaces": "paper_figures.surfaces",
+    "svm_convergence": "paper_figures.svm_convergence",
+    "svm_local": "paper_figures.svm_local",
+    "svm_nonlinear": "paper_figures.svm_nonlinear",
+    "svm_rank": "paper_figures.svm_rank",
+}
+
+
+def names() -> list[str]:
+    """The registered figure names, in registry order."""
+    return list(REGISTRY)
+
+
+def get(name: str) -> ModuleType:
+    """Import the figure script ``name``; ``UsageError`` if it is not registered."""
+    if name not in REGISTRY:
+        raise UsageError(f"unknown figure {name!r}; available: {', '.join(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name])

@@ -4,18 +4,22 @@ children spawned at step k and trained to the end with different data orders."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.barrier_vs_training import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("barrier_vs_training",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["barrier_vs_training"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     fig, axes = plotting.figure(2, 1, width=3.3, height=2.6)
     steps = np.maximum(np.asarray(m["steps"]), 1)
     ax = axes[0]

@@ -6,27 +6,31 @@ mean over pairs with a +-1 std band, log-2 width axis.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.barrier_vs_width import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("barrier_vs_width",)
 LABELS = {"none": "no alignment", "wm": "weight matching", "am": "activation matching",
           "ste": "STE", "wm_repair": "WM + REPAIR"}
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["barrier_vs_width"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     datasets, widths, methods = list(cfg["datasets"]), np.asarray(cfg["widths"]), m["methods"]
     fig, axes = plotting.figure(len(datasets), 2, width=3.3, height=2.5)
     axes = np.asarray(axes).reshape(2, len(datasets))
     for j, d in enumerate(datasets):
         for row, (key, name) in enumerate((("barrier_loss", "loss"), ("barrier_error", "error"))):
             ax = axes[row, j]
-            vals = np.asarray(m[key], float)[j]  # [width, method, pair]
+            vals = np.asarray(m[key], float)[j]  # dataset j (axes: Metrics)
             for k, meth in enumerate(methods):
                 v = vals[:, k, :]
                 ok = np.isfinite(v).all(axis=1)

@@ -6,18 +6,22 @@ open markers. Right: test accuracy against training step (mean and band over see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.baselines import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("baselines",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["baselines"]
-    cfg, metrics = res.config, res.metrics
+    cfg = res.config
+    metrics: Metrics = res.metrics
     datasets, models = cfg["datasets"], cfg["models"]
     fig, axes = plotting.figure(2, 1, width=3.6, height=2.8)
     ax = axes[0]

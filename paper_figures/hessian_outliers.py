@@ -11,11 +11,14 @@ angles) between the top-C eigenspace and the span of the class-mean gradients.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.hessian_outliers import Metrics, run_key
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("hessian_outliers",)
 
@@ -26,9 +29,10 @@ def _pdf(nodes, weights, grid, sigma):
     return np.mean(np.sum(kern * weights[None], axis=-1), axis=-1)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["hessian_outliers"]
-    cfg, metrics = res.config, res.metrics
+    cfg = res.config
+    metrics: Metrics = res.metrics
     classes, widths = list(cfg["num_classes"]), list(cfg["widths"])
     runs, summary = metrics["runs"], metrics["summary"]
     fig, axes = plotting.figure(2, 2, width=3.4, height=2.7)
@@ -36,7 +40,7 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
 
     ax = axes[0]
     for j, c in enumerate(classes):
-        lam = np.asarray(runs[f"C{c}_w{widths[-1]}"]["hessian"]["eigenvalues"])
+        lam = np.asarray(runs[run_key(c, widths[-1])]["hessian"]["eigenvalues"])
         ax.semilogy(
             np.arange(1, lam.size + 1),
             np.maximum(lam, 1e-8),
@@ -75,11 +79,11 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
 
     ax = axes[2]
     c = classes[-1]
-    top = max(float(np.max(runs[f"C{c}_w{w}"]["hessian"]["density_nodes"])) for w in widths)
-    bottom = min(float(np.min(runs[f"C{c}_w{w}"]["hessian"]["density_nodes"])) for w in widths)
+    top = max(float(np.max(runs[run_key(c, w)]["hessian"]["density_nodes"])) for w in widths)
+    bottom = min(float(np.min(runs[run_key(c, w)]["hessian"]["density_nodes"])) for w in widths)
     grid = np.linspace(bottom - 0.05 * top, 1.05 * top, 600)
     for j, w in enumerate(widths):
-        r = runs[f"C{c}_w{w}"]["hessian"]
+        r = runs[run_key(c, w)]["hessian"]
         pdf = _pdf(
             np.asarray(r["density_nodes"]), np.asarray(r["density_weights"]), grid, 0.02 * top
         )
@@ -87,7 +91,7 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
             grid,
             np.maximum(pdf, 1e-6),
             color=plotting.COLORS[j],
-            label=f"width {w} (P={runs[f'C{c}_w{w}']['num_params']})",
+            label=f"width {w} (P={runs[run_key(c, w)]['num_params']})",
         )
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density (SLQ)")
@@ -101,7 +105,7 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
         ax.plot(cs, h, "o-", color=plotting.COLORS[j], label=f"H, width {w}")
         ax.plot(cs, g, "s--", mfc="none", color=plotting.COLORS[j], label=f"GGN, width {w}")
     ax.plot(cs, (cs - 1) / cs, "k:", lw=0.8, label="(C-1)/C")
-    rand = [runs[f"C{c}_w{widths[0]}"]["overlap_random"] for c in classes]
+    rand = [runs[run_key(c, widths[0])]["overlap_random"] for c in classes]
     ax.plot(cs, rand, "k-", lw=0.6, label=f"random, width {widths[0]}")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("number of classes C")

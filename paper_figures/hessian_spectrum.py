@@ -15,12 +15,15 @@ log y-axis (symmetric-log if any is negative).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from experiments.layouts.hessian_spectrum import Metrics, Run
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("hessian_spectrum",)
 
@@ -51,7 +54,7 @@ def _ticks(ax, scale, s_lo, s_hi):
                         for v in values], fontsize=6, rotation=45)
 
 
-def _density_panel(ax, run, cfg):
+def _density_panel(ax, run: Run, cfg):
     scale = cfg["display_tau"] * float(np.max(run["final"]["hessian"]["eigenvalues"]))
     nodes = [np.arcsinh(np.asarray(run[t][o]["density_nodes"]) / scale) for t, o, *_ in _SERIES]
     lo = min(float(n.min()) for n in nodes) - 1.0
@@ -68,7 +71,7 @@ def _density_panel(ax, run, cfg):
     ax.set_ylabel("density")
 
 
-def _eigen_panel(ax, run, cfg):
+def _eigen_panel(ax, run: Run, cfg):
     for t, o, label, c, filled in _SERIES:
         lam = np.asarray(run[t][o]["eigenvalues"])
         res = np.asarray(run[t][o]["residuals"])
@@ -87,9 +90,11 @@ def _eigen_panel(ax, run, cfg):
     ax.set_ylabel(r"eigenvalue $\pm$ residual")
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["hessian_spectrum"]
-    cfg, runs = res.config, res.metrics["runs"]
+    cfg = res.config
+    metrics: Metrics = res.metrics
+    runs = metrics["runs"]
     names = list(cfg["runs"])
     fig, axes = plotting.figure(2, len(names), width=3.4, height=2.5)
     axes = np.asarray(axes).reshape(len(names), 2)

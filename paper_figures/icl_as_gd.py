@@ -7,18 +7,22 @@ difference during training. (c) Loss of one GD step against its step size, with 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.icl_as_gd import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("icl_as_gd",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["icl_as_gd"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     steps = np.asarray(m["steps"])
     fig, axes = plotting.figure(3, 1, width=3.1, height=2.6)
     ax = axes[0]

@@ -8,16 +8,19 @@ with the predicted power law t^-kappa (dashed). (d) Loss times t and its limit |
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.implicit_bias_logistic import Dataset, Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("implicit_bias_logistic",)
 
 
-def _separators(ax, row):
+def _separators(ax, row: Dataset):
     X, y, w_hat = np.asarray(row["X"]), np.asarray(row["y"]), np.asarray(row["w_hat"])
     ax.scatter(*X[y > 0].T, s=10, color=plotting.COLORS[0], label="y=+1")
     ax.scatter(*X[y < 0].T, s=10, color=plotting.COLORS[1], label="y=-1")
@@ -33,9 +36,10 @@ def _separators(ax, row):
     ax.legend(fontsize=6)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["implicit_bias_logistic"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     fig, axes = plotting.figure(4, 1, width=2.9, height=2.6)
     _separators(axes[0], m["datasets"][0])
     axes[0].set_title("GD separators (darker = later)", fontsize=8)

@@ -5,18 +5,22 @@ beside the second-order prediction."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.matching_anatomy import LAYER_COLUMNS, Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("matching_anatomy",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["matching_anatomy"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     fig, axes = plotting.figure(4, 1, width=3.0, height=2.6)
     d = m["distances"]
     ax = axes[0]
@@ -39,8 +43,9 @@ def draw(results: dict, out_dir: Path) -> list[Path]:
     ax = axes[3]
     layers, table = list(m["layers"]), np.asarray(m["layer_table"], float)
     x = np.arange(len(layers))
-    ax.bar(x - 0.2, table[:, 0], 0.4, label="measured (midpoint)")
-    ax.bar(x + 0.2, table[:, 2], 0.4, label="2nd-order prediction")
+    column = LAYER_COLUMNS.index
+    ax.bar(x - 0.2, table[:, column("midpoint_barrier")], 0.4, label="measured (midpoint)")
+    ax.bar(x + 0.2, table[:, column("predicted")], 0.4, label="2nd-order prediction")
     ax.set_xticks(x, [n.replace("'", "").replace("][", "/").strip("[]") for n in layers],
                   rotation=30, fontsize=7)
     ax.set_yscale("symlog", linthresh=1e-2)

@@ -4,18 +4,22 @@ vs WM alignment to a common reference."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.merging import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("merging",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["merging"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     fig, axes = plotting.figure(2, 1, width=3.4, height=2.7)
     ax = axes[0]
     factors = np.asarray(cfg["pleas_factors"])

@@ -4,11 +4,14 @@ along the linear path and along a trained Bezier curve between two independently
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.surfaces import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("surfaces",)
 
@@ -22,9 +25,10 @@ def _contour(ax, grid, loss, title):
     return cs
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["surfaces"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     fig, axes = plotting.figure(5, 1, width=2.6, height=2.5)
     panels = [("none", "gauss_loss", "no BN, filter-norm."),
               ("none", "hess_loss", "no BN, Hessian"),

@@ -7,18 +7,22 @@ norm's solution. (b) Softmax mass on the selected tokens. (c) Ridge ablation for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.svm_convergence import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("svm_convergence",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["svm_convergence"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     steps = np.asarray(m["steps"])
     fig, axes = plotting.figure(3, 1, width=3.2, height=2.6)
     ax = axes[0]

@@ -9,17 +9,20 @@ magnified (stars, labelled by their score) so that they share the plot with the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.svm_local import KINDS, Metrics, Picture
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("svm_local",)
-KIND_COLOR = {"global": plotting.COLORS[2], "local": plotting.COLORS[3], "none": "0.6"}
+KIND_COLOR = dict(zip(KINDS, (plotting.COLORS[2], plotting.COLORS[3], "0.6"), strict=True))
 
 
-def _picture(ax, pic):
+def _picture(ax, pic: Picture):
     tokens, paths = np.asarray(pic["tokens"]), np.asarray(pic["paths"])
     scale = np.abs(paths).max()
     shown = tokens * 0.3 * scale / np.abs(tokens).max()  # tokens drawn magnified
@@ -44,9 +47,10 @@ def _picture(ax, pic):
     ax.legend(fontsize=6, loc="best")
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["svm_local"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     fig, axes = plotting.figure(2, 1, width=3.3, height=3.0)
     ax = axes[0]
     scales = [str(s) for s in cfg["init_scales"]]

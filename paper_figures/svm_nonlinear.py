@@ -11,18 +11,22 @@ weight of a selected token (stays finite), one line per seed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.svm_nonlinear import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("svm_nonlinear",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["svm_nonlinear"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     steps = np.asarray(m["steps"])[1:]
     ok = (np.asarray(m["feasible"], bool)
           & np.asarray(m["set_stable_at_threshold_over_10"], bool))

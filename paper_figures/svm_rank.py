@@ -6,18 +6,22 @@ nuclear), with the bound rank <= n as a dotted line. (b) Fraction of infeasible 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from experiments.layouts.svm_rank import Metrics
 from landscape import plotting
+from landscape.experiment import Result
 
 EXPERIMENTS = ("svm_rank",)
 
 
-def draw(results: dict, out_dir: Path) -> list[Path]:
+def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["svm_rank"]
-    cfg, m = res.config, res.metrics
+    cfg = res.config
+    m: Metrics = res.metrics
     ds = np.asarray(cfg["ds"])
     fig, axes = plotting.figure(2, 1, width=3.3, height=2.6)
     for j, n in enumerate(cfg["ns"]):

@@ -1,7 +1,11 @@
-"""The runner and CLI: stored results with provenance, resumable stages, one-line errors."""
+"""The runner and CLI: stored results with provenance, resumable stages keyed by the code,
+progress lines in log files, one-line errors, and a library that knows no experiment."""
 
+import ast
+import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from landscape import experiment as ex
 
 pytestmark = pytest.mark.single_dtype
 
@@ -22,6 +28,8 @@ FAKE = textwrap.dedent('''
     from pathlib import Path
     import numpy as np
     from landscape.experiment import RunContext
+
+    SCALE = 1
 
     @dataclass(frozen=True)
     class Config:
@@ -42,56 +50,92 @@ FAKE = textwrap.dedent('''
             with open(log, "a") as fh:
                 fh.write(f"{i}\\n")
             time.sleep(config.sleep)
-            return {"value": np.arange(3) * i}
+            return {"value": np.arange(3) * i * SCALE}
         vals = [ctx.stage(f"s{i}", lambda i=i: work(i)) for i in range(config.num_stages)]
+        if os.environ.get("FAKE_CRASH"):
+            raise RuntimeError("crashed after the stages")
         return {"total": float(sum(v["value"].sum() for v in vals)),
                 "curve": np.arange(5.0), "nested": {"a": [np.ones(2), 3]},
                 "widths": list(config.widths), "flag": config.flag}
 ''')
 
+FAKE_FIGURE = textwrap.dedent('''
+    EXPERIMENTS = ("fake",)
+
+    def draw(results, out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "fakefig.txt"
+        path.write_text(str(results["fake"].metrics["total"]))
+        return [path]
+''')
+
+# Runs the real CLI with the fake experiment and figure added to the registries.
+DRIVER = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import experiments, paper_figures
+    from experiments.cli import main
+    experiments.REGISTRY["fake"] = "fake"
+    paper_figures.REGISTRY["fakefig"] = "fakefig"
+    sys.exit(main(sys.argv[2:]))
+''')
+
+
+def _quiet_env(**extra):
+    """The suite's environment (CI=1: quiet), without pytest's per-test variable."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return {**env, **extra}
+
 
 @pytest.fixture
 def project(tmp_path):
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "__init__.py").write_text("")
-    (tmp_path / "experiments" / "fake.py").write_text(FAKE)
-    env = {**os.environ, "LANDSCAPE_ROOT": str(tmp_path),
-           "LANDSCAPE_RESULTS": str(tmp_path / "results"), "FAKE_LOG": str(tmp_path / "log")}
+    (tmp_path / "fake.py").write_text(FAKE)
+    (tmp_path / "fakefig.py").write_text(FAKE_FIGURE)
+    env = _quiet_env(LANDSCAPE_RESULTS=str(tmp_path / "results"),
+                     FAKE_LOG=str(tmp_path / "log"))
     return tmp_path, env
 
 
-def cli(args, env, **kw):
-    return subprocess.run([sys.executable, "-m", "landscape.cli", *args], env=env,
+def cli(args, env, root, **kw):
+    return subprocess.run([sys.executable, "-c", DRIVER, str(root), *args], env=env,
                           capture_output=True, text=True, timeout=300, **kw)
+
+
+def _module(path: Path, name: str = "fake"):
+    """Import ``path`` as a fresh module object named ``name`` (not put in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_run_stores_config_metrics_arrays_and_provenance(project):
     root, env = project
-    out = cli(["run", "fake", "--set", "widths=3,4", "--set", "flag=true"], env)
+    out = cli(["run", "fake", "--set", "widths=3,4", "--set", "flag=true"], env, root)
     assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # quiet under CI
     path = Path(out.stdout.strip())
+    assert path.parent == root / "results" / "fake"
     record = json.loads(path.read_text())
     assert record["config"] == {"seed": 0, "num_stages": 4, "sleep": 0.0, "widths": [3, 4],
                                 "flag": True}
     assert record["metrics"]["total"] == 18.0
     prov = record["provenance"]
-    for key in ("git_commit", "versions", "backend", "device_kind", "device_count", "x64",
-                "seed", "wall_time_s"):
+    for key in ("git_commit", "code_hash", "versions", "backend", "device_kind",
+                "device_count", "x64", "seed", "wall_time_s"):
         assert key in prov
     assert prov["x64"] == (os.environ.get("JAX_ENABLE_X64", "0") not in ("0", "", "false"))
-    sys.path.insert(0, str(REPO))
-    from landscape.experiment import load
-
-    res = load("fake", path=path)
+    res = ex.load("fake", path=path)
     np.testing.assert_array_equal(res.metrics["curve"], np.arange(5.0))
     np.testing.assert_array_equal(res.metrics["nested"]["a"][0], np.ones(2))
     assert res.metrics["nested"]["a"][1] == 3
     assert not list(path.parent.glob("*.tmp"))
+    assert not list(path.parent.glob("*.work"))  # the finished run's work folder is gone
 
 
 def test_killed_run_resumes_without_redoing_finished_stages(project):
     root, env = project
-    proc = subprocess.Popen([sys.executable, "-m", "landscape.cli", "run", "fake", "--set",
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(root), "run", "fake", "--set",
                              "sleep=1.0"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     work = root / "results" / "fake"
@@ -103,12 +147,70 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
     proc.wait(timeout=60)
     finished = {p.stem.removeprefix("stage-s") for p in work.glob("*.work/stage-*.pkl")}
     assert len(finished) >= 2 and not list(work.glob("*.json"))
-    out = cli(["run", "fake", "--set", "sleep=1.0"], env)
+    out = cli(["run", "fake", "--set", "sleep=1.0"], env, root)
     assert out.returncode == 0, out.stderr
     runs = (root / "log").read_text().split()
     assert set(runs) == {"0", "1", "2", "3"}
     for stage in finished:  # work finished before the kill is never redone
         assert runs.count(stage) == 1
+    assert not list(work.glob("*.work"))
+
+
+def test_stages_of_edited_code_are_not_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log"))
+    for folder, scale in (("old", 1), ("same", 1), ("new", 10)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "fake.py").write_text(FAKE.replace("SCALE = 1", f"SCALE = {scale}"))
+    old, same, new = (_module(tmp_path / f / "fake.py") for f in ("old", "same", "new"))
+    assert ex.code_hash(old) == ex.code_hash(same) != ex.code_hash(new)
+    config, new_config = old.Config.smoke(), new.Config.smoke()
+    assert ex.config_hash(config) == ex.config_hash(new_config)
+    monkeypatch.setenv("FAKE_CRASH", "1")  # the old code finishes its stages, then dies
+    with pytest.raises(RuntimeError, match="crashed"):
+        ex.run_experiment(old, config, quiet=True)
+    assert (ex.work_dir(old, config) / "stage-s1.pkl").exists()
+    assert not ex.work_dir(new, new_config).exists()
+    monkeypatch.delenv("FAKE_CRASH")
+    result = ex.run_experiment(new, new_config, quiet=True)
+    # Stage i of the new code returns 10 * i * [0, 1, 2]; the old code's stage files hold i * ...
+    assert result.metrics["total"] == sum(10 * i * 3 for i in range(config.num_stages))
+    assert (tmp_path / "log").read_text().split() == ["0", "1", "0", "1"]
+    assert result.provenance["code_hash"] == ex.code_hash(new)
+    assert not list((tmp_path / "results" / "fake").glob("*.work"))  # old and new cleaned up
+
+
+def test_a_stage_log_line_per_stage_when_stderr_is_not_a_terminal(project):
+    root, _ = project
+    env = {k: v for k, v in project[1].items() if k != "CI"}
+    out = cli(["run", "fake", "--smoke"], env, root)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    for stage in ("s0", "s1"):
+        assert f"[fake] stage {stage}: started" in lines
+        assert any(line.startswith(f"[fake] stage {stage}: finished in ") for line in lines)
+    assert any(line.startswith("[fake] run finished in ") for line in lines)
+    assert "\r" not in out.stderr  # no progress bar
+    out = cli(["figures", "fakefig", "--smoke"], env, root)
+    assert out.returncode == 0, out.stderr
+    assert "landscape: experiment 1/1: fake (smoke config): stored result" in out.stderr
+    assert "landscape: figure 1/1: fakefig" in out.stderr
+    drawn = Path(out.stdout.strip())
+    assert drawn == root / "results" / "figures-smoke" / "fakefig.txt"
+    assert float(drawn.read_text()) == 3.0
+
+
+def test_progress_style_follows_the_terminal_and_stays_quiet_under_pytest(monkeypatch):
+    assert ex.RunContext(None).style == "off"  # PYTEST_CURRENT_TEST is set here
+    assert ex.progress_style(quiet=True) == "off"
+    assert ex.progress_style(quiet=False) == "lines"  # pytest captures stderr: not a tty
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert ex.progress_style(quiet=False) == "bar"
+    monkeypatch.setenv("LANDSCAPE_PROGRESS", "lines")
+    assert ex.progress_style() == "lines"
+    monkeypatch.setenv("LANDSCAPE_PROGRESS", "loud")
+    with pytest.raises(ex.UsageError, match="LANDSCAPE_PROGRESS"):
+        ex.progress_style()
 
 
 @pytest.mark.parametrize(
@@ -124,38 +226,115 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(project, args, fragment):
-    _, env = project
-    (Path(env["LANDSCAPE_ROOT"]) / "paper_figures").mkdir(exist_ok=True)
-    out = cli(args, env)
+    root, env = project
+    out = cli(args, env, root)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert fragment in out.stderr
+    assert out.stderr.startswith("landscape: error: ") and fragment in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_unreadable_results_file_is_a_clean_error(project):
     root, env = project
-    assert cli(["run", "fake", "--smoke"], env).returncode == 0
+    assert cli(["run", "fake", "--smoke"], env, root).returncode == 0
     (path,) = (root / "results" / "fake").glob("*.json")
     path.write_text("{ not json")
-    out = cli(["show", "fake", "--smoke"], env)
+    out = cli(["show", "fake", "--smoke"], env, root)
     assert out.returncode == 2 and "cannot read results file" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_list_names_the_real_experiments_and_figures():
-    out = subprocess.run([sys.executable, "-m", "landscape.cli", "list"], capture_output=True,
-                         text=True, timeout=120, cwd=REPO)
-    assert out.returncode == 0
-    assert "baselines" in out.stdout.split("figures:")[0]
-    assert "baselines" in out.stdout.split("figures:")[1]
+def test_results_default_to_the_working_directory(project):
+    root, env = project
+    env = {k: v for k, v in env.items() if k != "LANDSCAPE_RESULTS"}
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    out = cli(["run", "fake", "--smoke"], env, root, cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).parent == elsewhere / "results" / "fake"
 
 
-def test_config_hash_depends_on_values_only():
-    from landscape.experiment import config_hash, load_experiment, make_config
+def test_installed_command_lists_the_registries_from_any_directory(tmp_path):
+    import experiments
+    import paper_figures
 
-    mod = load_experiment("baselines")
-    a, b = make_config(mod), make_config(mod)
-    c = make_config(mod, overrides=["num_seeds=5"])
-    assert config_hash(a) == config_hash(b) != config_hash(c)
-    assert make_config(mod, overrides=["datasets=digits"]).datasets == ("digits",)
+    env = _quiet_env()
+    env.pop("PYTHONPATH", None)
+    script = Path(sys.executable).parent / "landscape"
+    commands = [[sys.executable, "-m", "experiments", "list"]]
+    if script.exists():
+        commands.append([str(script), "list"])
+    for command in commands:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                             env=env)
+        assert out.returncode == 0, out.stderr
+        listed_experiments, listed_figures = out.stdout.split("figures:")
+        assert listed_experiments.split()[1:] == experiments.names()
+        assert listed_figures.split() == paper_figures.names()
+
+
+def test_config_parsing_and_hash(project):
+    root, _ = project
+    fake = _module(root / "fake.py")
+    a, b = ex.make_config(fake), ex.make_config(fake)
+    c = ex.make_config(fake, overrides=["num_stages=5"])
+    assert ex.config_hash(a) == ex.config_hash(b) != ex.config_hash(c)
+    assert ex.make_config(fake, overrides=["widths=7"]).widths == (7,)
+    assert ex.make_config(fake, smoke=True, overrides=["flag=yes"]).flag is True
+
+
+def test_run_experiment_rejects_what_is_not_an_experiment(project):
+    root, _ = project
+    fake = _module(root / "fake.py")
+    with pytest.raises(TypeError, match="experiment must be a module"):
+        ex.run_experiment(json)
+    with pytest.raises(TypeError, match="config must be a fake.Config"):
+        ex.run_experiment(fake, {"seed": 0})
+
+
+_OUTSIDE = re.compile(r"(experiments|paper_figures)([./]|$)")
+
+
+def _references_outside(source: str) -> list[str]:
+    """Imports of, and string constants naming, ``experiments`` or ``paper_figures``.
+
+    Docstrings are left out; any other string that starts with either name (a folder to glob, a
+    module to import by name) counts, as does every import statement of them.
+    """
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if _OUTSIDE.match(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and _OUTSIDE.match(node.module):
+            found.append(node.module)
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings and _OUTSIDE.match(node.value)):
+            found.append(node.value)
+    return found
+
+
+def test_the_library_imports_nothing_from_experiments_or_figures():
+    # the check itself sees both ways in
+    assert _references_outside("from experiments import cli") == ["experiments"]
+    assert _references_outside('"""experiments/ doc"""\nf(root / "paper_figures/out")') == [
+        "paper_figures/out"]
+    files = sorted((REPO / "landscape").rglob("*.py"))
+    assert len(files) > 10
+    for path in files:
+        source = path.read_text()
+        assert not _references_outside(source), f"{path}: {_references_outside(source)}"
+        assert "sys.path" not in source, f"{path} edits sys.path"
+
+
+def test_the_runner_module_imports_no_jax():
+    code = ("import sys, landscape.experiment as ex; ex.results_dir(); "
+            "assert 'jax' not in sys.modules, 'imports jax'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr

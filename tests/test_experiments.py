@@ -1,0 +1,483 @@
+"""Every registered experiment end to end on its smoke config, with the figures that read it.
+
+One parametrised test per experiment: run the smoke config through ``ensure`` (the result is
+shared with other tests and xdist workers through the suite's results folder), check that the
+stored metrics have exactly the keys of the experiment's layout, run the experiment's own checks
+(``CHECKS``), and draw every figure that reads it, twice, byte for byte the same. The
+experiment-specific checks test what the experiment claims (invariants, shapes derived from the
+config, agreement with independent references); the helper tests at the end pin small functions
+on known inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import typing
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import experiments
+import paper_figures
+from landscape import experiment as ex
+
+# These two compare with dense references at dtype-dependent tolerances and run in both passes.
+BOTH_DTYPES = {"hessian_outliers", "hessian_spectrum"}
+
+
+def _param(name):
+    return pytest.param(name, marks=() if name in BOTH_DTYPES else pytest.mark.single_dtype)
+
+
+NAMES = [_param(name) for name in experiments.names()]
+
+
+def _finite(x):
+    return bool(np.all(np.isfinite(np.asarray(x, np.float64))))
+
+
+def _in_unit_interval(x):
+    x = np.asarray(x, np.float64)
+    return bool(np.all((x >= 0) & (x <= 1)))
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def check_layout(value, tp, where: str = "metrics") -> None:
+    """Assert that ``value`` has exactly the structure the annotation ``tp`` declares.
+
+    TypedDicts must have every required key, no undeclared key, and values of the declared
+    types; ``dict[str, X]`` and ``list[X]`` are checked item by item; leaves are ``np.ndarray``,
+    ``float`` (an int is a float), ``int``, ``bool`` or ``str``.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if typing.is_typeddict(tp):
+        assert isinstance(value, dict), f"{where} is {type(value).__name__}, not a dict"
+        keys = set(value)
+        missing = tp.__required_keys__ - keys
+        extra = keys - tp.__required_keys__ - tp.__optional_keys__
+        assert not missing, f"{where} lacks {sorted(missing)} declared by {tp.__qualname__}"
+        assert not extra, f"{where} has {sorted(extra)} not declared by {tp.__qualname__}"
+        hints = typing.get_type_hints(tp)
+        for key in keys:
+            check_layout(value[key], hints[key], f"{where}[{key!r}]")
+    elif origin is dict:
+        assert isinstance(value, dict), f"{where} is {type(value).__name__}, not a dict"
+        for key, item in value.items():
+            assert isinstance(key, args[0]), f"{where} has key {key!r}"
+            check_layout(item, args[1], f"{where}[{key!r}]")
+    elif origin is list:
+        assert isinstance(value, list), f"{where} is {type(value).__name__}, not a list"
+        for i, item in enumerate(value):
+            check_layout(item, args[0], f"{where}[{i}]")
+    elif tp is float:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+    elif tp is int:
+        assert isinstance(value, int) and not isinstance(value, bool), where
+    elif tp in (bool, str, np.ndarray):
+        assert isinstance(value, tp), f"{where} is {type(value).__name__}, not {tp.__name__}"
+    else:
+        raise TypeError(f"{where}: the checker does not know the annotation {tp!r}")
+
+
+@pytest.mark.single_dtype
+def test_layout_check_rejects_missing_extra_and_mistyped_keys():
+    from experiments.layouts.merging import Metrics
+
+    good = {"endpoints": 0.5, "ensemble": 0.6, "average": 0.1, "wm": 0.4, "wm_repair": 1,
+            "pleas": np.zeros(2), "num_merged": np.arange(2), "multi_average": np.zeros(2),
+            "multi_wm": np.zeros(2)}
+    check_layout(good, Metrics)
+    for bad, message in (({k: v for k, v in good.items() if k != "wm"}, "lacks"),
+                         ({**good, "extra": 1.0}, "not declared"),
+                         ({**good, "pleas": [0.1, 0.2]}, "not ndarray")):
+        with pytest.raises(AssertionError, match=message):
+            check_layout(bad, Metrics)
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+@pytest.mark.single_dtype
+def test_registry_lists_every_experiment_module_and_nothing_else():
+    folder = Path(experiments.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__", "cli"}
+    assert set(experiments.names()) == {m for m in modules if not m.startswith("_")}
+    layouts = {p.stem for p in (folder / "layouts").glob("*.py")} - {"__init__"}
+    assert layouts == set(experiments.names())
+
+
+@pytest.mark.single_dtype
+@pytest.mark.parametrize("name", experiments.names())
+def test_experiment_satisfies_the_protocol(name):
+    module = experiments.get(name)
+    assert isinstance(module, ex.Experiment)
+    config, smoke = module.Config(), module.Config.smoke()
+    assert isinstance(config, ex.ExperimentConfig) and type(smoke) is module.Config
+    assert module.Config.__dataclass_params__.frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 1
+    params = inspect.signature(module.run).parameters
+    assert list(params)[:2] == ["config", "ctx"] and params["ctx"].default is None
+    layout = importlib.import_module(f"experiments.layouts.{name}").Metrics
+    assert module.Metrics is layout and typing.is_typeddict(layout)
+    assert typing.get_type_hints(module.run)["return"] is layout
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _barrier_vs_training(E, cfg, m):
+    np.testing.assert_array_equal(m["steps"], cfg.checkpoints)
+    np.testing.assert_array_equal(m["spawn_steps"], cfg.spawn_steps)
+    for key in ("naive_loss", "naive_error", "wm_loss", "wm_error", "spawn_loss", "spawn_error"):
+        # max_minus_mean is never negative: the path's max is at least the endpoints' mean
+        assert _finite(m[key]) and np.all(np.asarray(m[key]) >= -1e-6), key
+    for key in ("naive_error", "wm_error", "spawn_error", "test_error", "child_test_error"):
+        assert _in_unit_interval(m[key]), key  # errors, and barriers of errors, are <= 1
+    assert len(m["naive_loss"]) == len(cfg.checkpoints)
+    assert len(m["spawn_loss"]) == len(cfg.spawn_steps)
+
+
+def _barrier_vs_width(E, cfg, m):
+    shape = (len(cfg.datasets), len(cfg.widths), len(m["methods"]), cfg.num_pairs)
+    ste = m["methods"].index("ste")
+    for key in ("barrier_loss", "barrier_error"):
+        v = np.asarray(m[key], float)
+        assert v.shape == shape
+        others = np.delete(v, ste, axis=2)
+        assert _finite(others) and np.all(others >= -1e-6)  # max_minus_mean >= 0
+        wide = np.asarray(cfg.widths) > cfg.ste_max_width
+        assert np.all(np.isnan(v[:, wide, ste])) and _finite(v[:, ~wide, ste])
+    test_error = np.asarray(m["test_error"])
+    assert test_error.shape == (len(cfg.datasets), len(cfg.widths), 2 * cfg.num_pairs)
+    assert _in_unit_interval(test_error)
+
+
+def _baselines(E, cfg, m):
+    from landscape import data
+
+    assert set(m["results"]) == set(m["summary"]) == set(cfg.datasets)
+    for d in cfg.datasets:
+        assert set(m["results"][d]) == set(cfg.models)
+        for model, runs in m["results"][d].items():
+            assert len(runs) == cfg.num_seeds
+            for r in runs:
+                assert _in_unit_interval([r["test_acc"], r["train_acc"]])
+                assert _in_unit_interval(r["curve_test_acc"])
+                steps = np.asarray(r["curve_step"])
+                assert steps[-1] == cfg.num_steps and np.all(np.diff(steps) == cfg.eval_every)
+            s, accs = m["summary"][d][model], [r["test_acc"] for r in runs]
+            assert s["per_seed"] == accs
+            assert s["mean"] == pytest.approx(np.mean(accs))
+            assert s["std"] == pytest.approx(np.std(accs))
+    # Digits has 10 balanced classes. The smoke config still trains every model for
+    # num_steps * batch_size examples (about two epochs), so each must beat chance by far more
+    # than the test set's sampling noise: 5 binomial standard errors of a chance-level classifier.
+    train, test = data.digits(jax.random.key(cfg.seed))
+    chance = 0.1
+    bound = chance + 5 * np.sqrt(chance * (1 - chance) / len(test["y"]))
+    assert cfg.num_steps * cfg.batch_size >= len(train["y"])  # the premise: at least an epoch
+    for model in cfg.models:
+        assert m["summary"]["digits"][model]["mean"] > bound, model
+
+
+def _last_gap_count(eigenvalues, threshold):
+    """The last-gap rule of the docstring, written independently: scan up from the bottom."""
+    lam = [float(x) for x in eigenvalues]
+    floor = 1e-3 * lam[0]
+    for count in range(len(lam) - 1, 0, -1):
+        if lam[count - 1] / max(lam[count], floor) >= threshold:
+            return count
+    return 0
+
+
+def _hessian_outliers(E, cfg, m):
+    from experiments.layouts.hessian_outliers import run_key
+
+    rtol = 1e-8 if jax.config.jax_enable_x64 else 1e-3
+    runs, summary = m["runs"], m["summary"]
+    grid = [(ci, c, wi, w) for ci, c in enumerate(cfg.num_classes)
+            for wi, w in enumerate(cfg.widths)]
+    assert set(runs) == {run_key(c, w) for _, c, _, w in grid}
+    assert summary["seeds"] == [cfg.seed + i for i in range(1 + cfg.extra_seeds)]
+    for ci, c, wi, w in grid:
+        r = runs[run_key(c, w)]
+        assert _finite([r["train_loss"], r["train_accuracy"], r["overlap_random"]])
+        k = c + cfg.num_extra
+        for kind in ("hessian", "ggn"):
+            s = r[kind]
+            lam = np.asarray(s["eigenvalues"])
+            assert lam.shape == (k,) and _finite(lam) and _finite(s["residuals"])
+            assert np.all(np.diff(lam) <= 0)  # descending
+            count = s["outlier_count"]
+            assert count == _last_gap_count(lam, cfg.gap_threshold)
+            assert 0 <= count < k and s["bulk_edge"] == lam[count]
+            assert 0.0 <= s["overlap"] <= 1.0 + 1e-9
+            ks = summary[kind]
+            assert ks["outlier_count"][ci][wi] == count
+            assert ks["overlap"][ci][wi] == s["overlap"]
+            assert len(ks["counts_by_seed"][ci][wi]) == 1 + cfg.extra_seeds
+            assert ks["counts_by_seed"][ci][wi][0] == count  # the first seed is this run
+            for th, counts in summary["threshold_sensitivity"].items():
+                assert counts[kind][ci][wi][0] == _last_gap_count(lam, float(th))
+        w_sum = np.asarray(r["hessian"]["density_weights"]).sum(axis=1)
+        np.testing.assert_allclose(w_sum, 1.0, rtol=1e-4)  # SLQ weights per probe
+        # eigsh against numpy's eigvalsh of the dense Hessian; the GGN is PSD
+        dense_top = np.asarray(r["dense_hessian_top"])
+        lam = np.asarray(r["hessian"]["eigenvalues"])
+        np.testing.assert_allclose(lam, dense_top, rtol=rtol, atol=rtol * abs(dense_top[0]))
+        g = np.asarray(r["ggn"]["eigenvalues"])
+        assert np.all(g > -rtol * g[0])
+    # A higher gap threshold can only remove gaps, so no count grows with the threshold.
+    ths = sorted(summary["threshold_sensitivity"], key=float)
+    for kind in ("hessian", "ggn"):
+        counts = [np.asarray(summary["threshold_sensitivity"][th][kind]) for th in ths]
+        assert all(np.all(hi <= lo) for lo, hi in zip(counts, counts[1:]))
+
+
+def _hessian_spectrum(E, cfg, m):
+    rtol = 1e-8 if jax.config.jax_enable_x64 else 1e-3
+    runs = m["runs"]
+    assert set(runs) == set(cfg.runs)
+    checked = 0
+    for r in runs.values():
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and _finite([r["train_loss"], r["test_loss"]])
+        for when in ("init", "final"):
+            for kind in ("hessian", "ggn"):
+                s = r[when][kind]
+                lam = np.asarray(s["eigenvalues"])
+                assert lam.shape == (cfg.top_k,) and _finite(lam) and _finite(s["residuals"])
+                assert np.all(np.diff(lam) <= 0)  # "LA": descending
+                nodes, weights = np.asarray(s["density_nodes"]), np.asarray(s["density_weights"])
+                assert nodes.shape == (cfg.density_probes, cfg.density_steps) == weights.shape
+                np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-4)
+                assert s["trace_per_param_stderr"] >= 0 and s["neg_pos_ratio"] >= 0
+            # The GGN is PSD: its Ritz values and eigenvalues cannot be (much) negative.
+            g = r[when]["ggn"]
+            floor = -1e-4 * max(abs(float(np.max(g["density_nodes"]))), 1e-12)
+            assert np.min(g["density_nodes"]) >= floor and np.min(g["eigenvalues"]) >= floor
+        assert ("dense_hessian_top" in r) == (r["num_params"] <= cfg.dense_check_max_dim)
+        if "dense_hessian_top" in r:
+            dense = np.asarray(r["dense_hessian_top"])
+            s = r["final"]["hessian"]
+            lam, res = np.asarray(s["eigenvalues"]), np.asarray(s["residuals"])
+            # each eigenvalue is within its certified residual of the dense spectrum's top
+            np.testing.assert_allclose(lam, dense, rtol=0, atol=rtol * abs(dense[0]) + res.max())
+            checked += 1
+    assert checked  # the smoke config keeps at least one model small enough
+
+
+def _icl_as_gd(E, cfg, m):
+    R = cfg.num_steps // cfg.record_every + 1
+    for key in ("loss_lsa", "loss_gd", "pred_diff", "sensitivity_cos", "weight_cos"):
+        assert np.asarray(m[key]).shape == (cfg.num_seeds, R), key
+    s = m["summary"]
+    assert s["construction_max_abs_diff"] < 1e-10  # float64 construction equals the GD step
+    assert s["final_loss_lsa"][0] < np.asarray(m["loss_lsa"])[0, 0]  # training helps
+    gd_curve = np.asarray(m["gd_curve"])
+    assert gd_curve.shape == (cfg.num_seeds, len(cfg.eta_grid))
+    # eta* minimises the one-step loss, so no step size of the grid does better
+    assert gd_curve[0].min() >= np.asarray(m["loss_gd"])[0, -1] - 1e-12
+
+
+def _implicit_bias_logistic(E, cfg, m):
+    assert len(m["datasets"]) == cfg.num_datasets
+    row = m["datasets"][0]
+    assert row["svm_converged"]
+    # GD approaches the predicted path w_hat log t + w_tilde (the direction gap itself need
+    # not fall monotonically this early on pruned data)
+    assert np.all(np.diff(np.asarray(row["residual"])) < 0)
+    assert np.all(np.diff(row["loss"]) < 0)
+    assert np.isfinite(m["summary"]["fit_slope_along_w_hat"][0])
+    assert np.all(np.isfinite(row["residual"])) and row["prediction"]["spans"]
+    assert len(row["y"]) + row["num_pruned"] == cfg.n_pos + cfg.n_neg
+
+
+def _matching_anatomy(E, cfg, m):
+    from experiments.layouts.matching_anatomy import LAYER_COLUMNS
+
+    d = m["distances"]
+    assert d["before"] > 0 and d["after"] > 0
+    # a permutation preserves norms, so the distance obeys the triangle inequality both ways
+    assert d["after"] <= d["norm_a"] + d["norm_b"] + 1e-4
+    for ov in (m["overlap_before"], m["overlap_after"]):
+        for layer in ov.values():
+            for side in ("left", "right"):
+                v = np.asarray(layer[side])
+                assert np.all((v >= -1e-9) & (v <= 1 + 1e-6))
+    table = np.asarray(m["layer_table"], float)
+    col = LAYER_COLUMNS.index
+    assert table.shape == (len(m["layers"]), len(LAYER_COLUMNS)) and m["layers"][-1] == "all"
+    assert _finite(table[:, [col("midpoint_barrier"), col("predicted"),
+                             col("measured_midpoint")]])
+    # the layer-wise midpoint barrier equals the measured midpoint of the second-order check
+    np.testing.assert_allclose(table[:-1, col("midpoint_barrier")],
+                               table[:-1, col("measured_midpoint")], rtol=1e-3, atol=1e-5)
+
+
+def _merging(E, cfg, m):
+    for key in ("endpoints", "ensemble", "average", "wm", "wm_repair"):
+        assert 0.0 <= m[key] <= 1.0
+    pleas = np.asarray(m["pleas"])
+    assert pleas.shape == (len(cfg.pleas_factors),) and _in_unit_interval(pleas)
+    # PLeaS at twice the width merges nothing and reproduces the logit ensemble
+    assert cfg.pleas_factors[-1] == 2.0
+    assert abs(pleas[-1] - m["ensemble"]) <= 0.02
+    np.testing.assert_array_equal(m["num_merged"], np.arange(2, cfg.num_models + 1))
+    assert np.asarray(m["multi_wm"]).shape == (cfg.num_models - 1,)
+    assert _in_unit_interval(m["multi_wm"]) and _in_unit_interval(m["multi_average"])
+
+
+def _surfaces(E, cfg, m):
+    for norm in ("none", "batch"):
+        s = m[norm]
+        for key in ("gauss_loss", "hess_loss"):
+            assert np.asarray(s[key]).shape == (cfg.grid_points, cfg.grid_points)
+            assert _finite(s[key])
+        # the grid centre is the trained model itself in both slices
+        c = cfg.grid_points // 2
+        np.testing.assert_allclose(s["gauss_loss"][c, c], s["hess_loss"][c, c], rtol=1e-5)
+        assert np.all(np.diff(np.asarray(s["eigenvalues"])) <= 1e-6)  # descending
+    b = m["bezier"]
+    np.testing.assert_allclose(b["bezier_loss"][[0, -1]], b["linear_loss"][[0, -1]], rtol=1e-5)
+
+
+def _svm_convergence(E, cfg, m):
+    R = cfg.num_steps // cfg.record_every + 1
+    for key in ("corr_W", "corr_KQ", "mass_W", "mass_KQ", "norm_W", "cross_W_to_nuc"):
+        assert np.asarray(m[key]).shape == (cfg.num_seeds, R), key
+        assert np.all(np.isfinite(m[key])), key
+    assert np.asarray(m["ablation_corr"]).shape == (cfg.num_seeds, len(cfg.ridge_ablation), R)
+    s = m["summary"]
+    assert s["W"]["final_corr_min"] > 0.95 and s["KQ"]["final_corr_min"] > 0.95
+    assert set(s["W"]["kinds"]) <= {"global", "local", "none"}
+    assert all(r <= cfg.n for r in m["rank_fro"])  # the Frobenius solution has rank <= n
+
+
+def _svm_local(E, cfg, m):
+    for scale in cfg.init_scales:
+        f = m["frequency"][str(scale)]
+        assert len(f["kinds"]) == cfg.num_seeds
+        assert abs(sum(f["fraction"].values()) - 1.0) < 1e-12
+    pic = m["picture"]
+    assert np.asarray(pic["paths"]).shape == (cfg.picture_paths, cfg.picture_steps + 1, 2)
+    assert len(pic["token_kind"]) == cfg.picture_T
+    assert "global" in pic["token_kind"]
+
+
+def _svm_nonlinear(E, cfg, m):
+    steps = np.asarray(m["steps"])
+    # step 0, then log-spaced from 10 to num_steps at records_per_decade per decade
+    assert steps[0] == 0 and steps[1] == 10 and steps[-1] == cfg.num_steps
+    ratios = steps[2:] / steps[1:-1]
+    np.testing.assert_allclose(ratios, 10 ** (1 / cfg.records_per_decade), rtol=0.1)
+    R = len(steps)
+    assert np.asarray(m["corr_perp"]).shape == (cfg.num_seeds, R)
+    assert np.asarray(m["set_sizes"]).shape == (cfg.num_seeds, cfg.n)
+    ok = np.asarray(m["feasible"], bool)
+    for key in ("corr_perp", "corr_growth", "corr_full"):
+        c = np.asarray(m[key])[ok]
+        assert np.all(np.abs(c[np.isfinite(c)]) <= 1 + 1e-9)
+    assert np.all(np.isfinite(np.asarray(m["loss"])))
+
+
+def _svm_rank(E, cfg, m):
+    assert m["ds"] == list(cfg.ds)
+    for n in cfg.ns:
+        row = m["per_n"][str(n)]
+        assert len(row["infeasible_fraction"]) == len(cfg.ds)
+        assert all(0.0 <= f <= 1.0 for f in row["infeasible_fraction"])
+        fro = np.asarray(row["rank_fro_max"], float)
+        assert np.all(fro[np.isfinite(fro)] <= n)  # Frobenius solution has rank <= n
+        assert row["max_violation"] <= 1e-6
+
+
+CHECKS = {
+    "barrier_vs_training": _barrier_vs_training,
+    "barrier_vs_width": _barrier_vs_width,
+    "baselines": _baselines,
+    "hessian_outliers": _hessian_outliers,
+    "hessian_spectrum": _hessian_spectrum,
+    "icl_as_gd": _icl_as_gd,
+    "implicit_bias_logistic": _implicit_bias_logistic,
+    "matching_anatomy": _matching_anatomy,
+    "merging": _merging,
+    "surfaces": _surfaces,
+    "svm_convergence": _svm_convergence,
+    "svm_local": _svm_local,
+    "svm_nonlinear": _svm_nonlinear,
+    "svm_rank": _svm_rank,
+}
+
+
+@pytest.mark.single_dtype
+def test_every_experiment_has_a_check():
+    assert set(CHECKS) == set(experiments.names())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_run_metrics_and_figures(name, tmp_path):
+    module = experiments.get(name)
+    cfg = module.Config.smoke()
+    result = ex.ensure(module, cfg, quiet=True)
+    assert result.config == ex.config_dict(cfg)
+    check_layout(result.metrics, module.Metrics)
+    CHECKS[name](module, cfg, result.metrics)
+    readers = [f for f in paper_figures.names() if name in paper_figures.get(f).EXPERIMENTS]
+    assert readers, f"no figure reads {name}"
+    for fig_name in readers:
+        fig = paper_figures.get(fig_name)
+        results = {e: ex.ensure(experiments.get(e), experiments.get(e).Config.smoke(),
+                                quiet=True) for e in fig.EXPERIMENTS}
+        first = fig.draw(results, tmp_path / "a")
+        second = fig.draw(results, tmp_path / "b")
+        assert {p.suffix for p in first} == {".png", ".pdf"}
+        for a, b in zip(first, second, strict=True):
+            assert a.stat().st_size > 0 and a.read_bytes() == b.read_bytes(), a.name
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_hessian_outliers_helpers_on_known_inputs():
+    E = experiments.get("hessian_outliers")
+    assert E.outlier_count([10.0, 9.0, 8.0, 1.0, 0.9, 0.8]) == 3
+    assert E.outlier_count([5.0, 0.1, 0.09]) == 1
+    assert E.outlier_count([50.0, 4.0, 3.5, 1.0, 0.9]) == 3  # last big gap, not the largest
+    assert E.outlier_count([1.0, 0.95, 0.9, 0.85]) == 0
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 3))
+    mix = a @ rng.normal(size=(3, 3))  # same span, different basis
+    assert E.subspace_overlap(a, mix) == pytest.approx(1.0)
+    orth = np.linalg.qr(np.concatenate([a, rng.normal(size=(30, 3))], 1))[0]
+    assert E.subspace_overlap(orth[:, :3], orth[:, 3:]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_hessian_spectrum_rejects_a_bad_run_name():
+    E = experiments.get("hessian_spectrum")
+    bad = dataclasses.replace(E.Config.smoke(), runs=("cifar_mlp",))
+    with pytest.raises(ValueError, match="runs entries must be DATASET_MODEL"):
+        E.run(bad)
+
+
+@pytest.mark.single_dtype
+def test_svm_convergence_iterations_to_threshold():
+    E = experiments.get("svm_convergence")
+    steps = np.array([0, 10, 20, 30])
+    assert E.iterations_to(steps, [0.5, 0.995, 0.98, 0.999], 0.99) == 30
+    assert E.iterations_to(steps, [0.995, 0.996, 0.997, 0.999], 0.99) == 0
+    assert E.iterations_to(steps, [0.5, 0.6, 0.7, 0.8], 0.99) == -1
+
+
+@pytest.mark.single_dtype
+def test_svm_rank_two_dimensional_problem_with_many_examples_is_infeasible():
+    E = experiments.get("svm_rank")
+    cfg = E.Config(ns=(10,), ds=(2,), num_draws=3)
+    draws = [E.one_draw(cfg, 10, 2, k) for k in range(3)]
+    assert not any(d["feasible"] for d in draws)
