@@ -57,19 +57,16 @@ def _dataset(config: Config, name: str, key):
 
 
 def _model(config: Config, name: str, dataset: str, key):
-    from flax import nnx
-
     from landscape import models
 
-    rngs = nnx.Rngs(params=key)
     in_features = 40 if dataset == "mnist1d" else 64
     if name == "linear":
-        return models.MLP(in_features, 1, 0, 10, rngs=rngs)
+        return models.MLP(in_features, 1, 0, 10, key=key)
     if name == "mlp":
-        return models.MLP(in_features, config.mlp_width, config.mlp_depth, 10, rngs=rngs)
+        return models.MLP(in_features, config.mlp_width, config.mlp_depth, 10, key=key)
     if name == "cnn":
         cls = models.CNN1D if dataset == "mnist1d" else models.CNN2D
-        return cls(10, width=config.cnn_width, num_layers=config.cnn_layers, rngs=rngs)
+        return cls(10, width=config.cnn_width, num_layers=config.cnn_layers, key=key)
     raise ValueError(f"unknown model {name!r}; expected 'linear', 'mlp' or 'cnn'")
 
 

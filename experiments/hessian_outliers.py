@@ -154,7 +154,6 @@ def run_one(config: Config, num_classes: int, width: int, seed: int | None = Non
 
     ``full=False`` keeps only the top eigenvalues and counts (no density, overlap or dense check).
     """
-    from flax import nnx
 
     from landscape import curvature, data, losses, models, train
     from landscape.nnx import functional
@@ -171,7 +170,7 @@ def run_one(config: Config, num_classes: int, width: int, seed: int | None = Non
         noise=config.noise,
     )
     model = models.MLP(
-        config.input_dim, width, config.depth, num_classes, rngs=nnx.Rngs(params=k_init)
+        config.input_dim, width, config.depth, num_classes, key=k_init
     )
     fm = functional(model, mode="eval")
     loss_fn = lambda p, b: losses.softmax_cross_entropy(fm.apply(p, b["x"]), b["y"])

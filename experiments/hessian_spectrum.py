@@ -89,17 +89,14 @@ def _load(name: str, key, config: Config, flatten: bool):
 
 
 def _model(kind: str, dataset: str, x, key, config: Config):
-    from flax import nnx
-
     from landscape import models
 
-    rngs = nnx.Rngs(params=key)
     if kind == "mlp":
         in_features = int(np.prod(x.shape[1:]))
-        return models.MLP(in_features, config.mlp_width, config.mlp_depth, 10, rngs=rngs)
+        return models.MLP(in_features, config.mlp_width, config.mlp_depth, 10, key=key)
     if kind == "cnn":
         cls = models.CNN2D if dataset == "digits" else models.CNN1D
-        return cls(10, width=config.cnn_width, num_layers=config.cnn_layers, rngs=rngs)
+        return cls(10, width=config.cnn_width, num_layers=config.cnn_layers, key=key)
     raise ValueError(f"unknown model {kind!r}; expected 'mlp' or 'cnn'")
 
 

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from experiments import _lmc
 from experiments.layouts.surfaces import Metrics
@@ -60,7 +59,7 @@ class Config:
 
 def _train_flax(config, norm, train):
     model = MLP(train["x"].shape[1], config.width, config.depth, 10, norm=norm,
-                rngs=nnx.Rngs(config.seed))
+                key=jax.random.key(config.seed))
     key = jax.random.key(config.seed)
     if norm is None:
         loss, params, _ = lnnx.loss_fn(model, "cross_entropy", mode="eval")
@@ -76,7 +75,7 @@ def _train_flax(config, norm, train):
 def _slices(config, norm, train, test):
     params, state = _train_flax(config, norm, train)
     fm = lnnx.functional(MLP(train["x"].shape[1], config.width, config.depth, 10, norm=norm,
-                             rngs=nnx.Rngs(0)), mode="eval")
+                             key=jax.random.key(0)), mode="eval")
     loss = lambda p, b: losses.softmax_cross_entropy(fm.apply(p, b["x"], state=state), b["y"])
     err = lambda p, b: losses.error(fm.apply(p, b["x"], state=state), b["y"]).astype(
         jnp.result_type(float))
