@@ -136,12 +136,14 @@ def test_density_and_diagnostics_bad_input(problem):
         spectral.density(op, key=key, num_steps=N + 1)
     with pytest.raises(ValueError, match="num_probes must be >= 1"):
         spectral.density(op, key=key, num_probes=0)
-    with pytest.raises(TypeError, match="key is required"):
+    with pytest.raises(TypeError, match="required keyword-only argument: 'key'"):
         spectral.density(op)
+    with pytest.raises(TypeError, match="key is required"):
+        spectral.density(op, key=None)
     with pytest.raises(ValueError, match="bounds must be"):
-        spectral.kpm_density(op, key, bounds=(1.0, -1.0))
+        spectral.kpm_density(op, key=key, bounds=(1.0, -1.0))
     with pytest.raises(ValueError, match="num_moments must be >= 2"):
-        spectral.kpm_density(op, key, num_moments=1)
+        spectral.kpm_density(op, key=key, num_moments=1)
     with pytest.raises(ValueError, match="g must have shape"):
         spectral.directional_curvature(op, jnp.ones(3))
     with pytest.raises(ValueError, match="g is identically zero"):
@@ -152,3 +154,50 @@ def test_density_and_diagnostics_bad_input(problem):
         spectral.negative_positive_ratio(np.ones(3), kind="volume")
     with pytest.raises(ValueError, match="non-empty 1-D"):
         spectral.topk_condition_number(np.ones((2, 2)))
+
+
+def test_bare_matvec_gives_the_same_results(problem, slq):
+    """``lambda v: A @ v`` with ``dim`` is interchangeable with ``MatrixOperator(A)``. (The
+    operator runs use the settings of the tests above, so their compilations are shared;
+    ``spectrum_bounds`` converts its input by the same call and is checked for errors below.)"""
+    lam, op = problem
+    A = op.matrix
+    mv = lambda v: A @ v  # noqa: E731
+    rtol = 1e-10 if X64 else 1e-4
+
+    def same(a, b):
+        np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=rtol,
+                                   atol=rtol * float(jnp.max(jnp.abs(A))))
+
+    got = spectral.density(mv, dim=N, key=jax.random.key(0), num_probes=20, num_steps=40)
+    same(got.nodes, slq.nodes)
+    same(got.weights, slq.weights)
+    key, bounds = jax.random.key(3), (lam.min() - 1.0, lam.max() + 1.0)
+    ref = spectral.kpm_density(op, key=key, num_moments=8, num_probes=30, bounds=bounds)
+    got = spectral.kpm_density(mv, dim=N, dtype=DTYPE, key=key, num_moments=8, num_probes=30,
+                               bounds=bounds)
+    same(got.moments, ref.moments)
+    same(got.moments_stderr, ref.moments_stderr)
+    g = jnp.asarray(np.random.default_rng(8).standard_normal(N), DTYPE)
+    same(spectral.directional_curvature(mv, g, dim=N), spectral.directional_curvature(op, g))
+
+
+def test_bare_matvec_needs_dim_and_key_is_keyword_only(problem):
+    _, op = problem
+    A = op.matrix
+    mv = lambda v: A @ v  # noqa: E731
+    key = jax.random.key(0)
+    for fn in (spectral.density, spectral.kpm_density, spectral.spectrum_bounds):
+        with pytest.raises(ValueError, match="dim"):
+            fn(mv, key=key)
+        with pytest.raises(TypeError, match="key"):
+            fn(mv, dim=N)
+    with pytest.raises(ValueError, match="dim"):
+        spectral.directional_curvature(mv, jnp.ones(N, DTYPE))
+    for fn in (spectral.density, spectral.kpm_density, spectral.spectrum_bounds):
+        with pytest.raises(TypeError, match="positional"):
+            fn(op, key)
+    with pytest.raises(TypeError, match="key is required"):
+        spectral.kpm_density(op, key=None)
+    with pytest.raises(TypeError, match="linear operator"):
+        spectral.density(np.asarray(A), key=key)

@@ -73,23 +73,27 @@ class SpectralDensity(NamedTuple):
         return jnp.mean(jnp.sum(jnp.where(below, self.weights[None], 0.0), axis=-1), axis=-1)
 
 
-def density(op, *, key=None, num_probes: int = 10, num_steps: int = 80,
-            reorthogonalize: bool = True) -> SpectralDensity:
+def density(op, *, key, num_probes: int = 10, num_steps: int = 80,
+            reorthogonalize: bool = True, dim: int | None = None,
+            dtype=None) -> SpectralDensity:
     """Stochastic Lanczos quadrature estimate of the spectral density of ``op``.
 
     Args:
-      op: a ``LinearOperator`` of dimension ``n``.
-      key: ``jax.random`` key for the Rademacher probes.
+      op: a ``LinearOperator`` of dimension ``n``, or a bare ``matvec`` callable
+        ``v -> A v`` on ``(n,)`` vectors together with ``dim=n``.
+      key: ``jax.random`` key for the Rademacher probes (required, keyword-only).
       num_probes: independent probes (>= 1; >= 2 for standard errors).
       num_steps: Lanczos steps per probe, ``1 <= num_steps <= n``.
       reorthogonalize: full reorthogonalisation (recommended; see module docstring).
+      dim: dimension of a bare ``matvec`` callable (required then).
+      dtype: dtype of a bare callable's vectors (default: JAX's default float dtype).
 
     Accuracy: the quadrature is exact for polynomial moments up to degree ``2 num_steps - 1``
     per probe, so the error of any moment is the probe (Hutchinson) error, reported by
     ``moment``. Ritz nodes of outliers match the eigenvalues to the dtype's precision; nodes
     inside the bulk are quadrature points, not eigenvalues.
     """
-    _inputs.check_operator(op)
+    op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     _inputs.check_key(key)
     num_probes = _inputs.check_int(num_probes, "num_probes", low=1)
     num_steps = _inputs.check_int(num_steps, "num_steps", low=1, high=op.dim)

@@ -42,9 +42,13 @@ def _flat(g, name):
     return g
 
 
-def directional_curvature(op, g) -> jax.Array:
-    """``g^T A g / ||g||^2`` with one product (``g``: flat ``(dim,)`` nonzero vector)."""
-    _inputs.check_operator(op)
+def directional_curvature(op, g, *, dim: int | None = None, dtype=None) -> jax.Array:
+    """``g^T A g / ||g||^2`` with one product (``g``: flat ``(dim,)`` nonzero vector).
+
+    ``op`` is a ``LinearOperator`` or a bare ``matvec`` callable together with ``dim`` (and
+    optionally ``dtype``). Returns a scalar.
+    """
+    op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     _inputs.check_vector(_flat(g, "g"), op.dim, "g")
     g = jnp.asarray(g, op.dtype)
     acc = _inputs.accumulation_dtype(op.dtype)

@@ -69,25 +69,31 @@ def jackson_kernel(n: int) -> jax.Array:
     return jnp.asarray(g)
 
 
-def kpm_density(op, key=None, num_moments: int = 100, num_probes: int = 10,
-                bounds=None) -> KPMDensity:
+def kpm_density(op, *, key, num_moments: int = 100, num_probes: int = 10,
+                bounds=None, dim: int | None = None, dtype=None) -> KPMDensity:
     """KPM spectral density of ``op``.
 
     Args:
-      op: a ``LinearOperator``.
-      key: ``jax.random`` key for the probes (and for the bound-finding Lanczos run).
+      op: a ``LinearOperator``, or a bare ``matvec`` callable together with ``dim``.
+      key: ``jax.random`` key for the probes and for the bound-finding Lanczos run (required,
+        keyword-only).
       num_moments: Chebyshev moments ``N`` (>= 2).
       num_probes: Rademacher probes (>= 2).
       bounds: ``(lo, hi)`` enclosing the spectrum; by default from ``spectrum_bounds``.
+      dim: dimension of a bare ``matvec`` callable (required then).
+      dtype: dtype of a bare callable's vectors (default: JAX's default float dtype).
+
+    Returns:
+      ``KPMDensity`` with ``(num_moments,)`` moments and their standard errors.
     """
-    _inputs.check_operator(op)
+    op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     _inputs.check_key(key)
     num_moments = _inputs.check_int(num_moments, "num_moments", low=2)
     num_probes = _inputs.check_int(num_probes, "num_probes", low=2)
     k_bounds, k_probes = jax.random.split(key)
     extra = 0
     if bounds is None:
-        bounds, extra = spectrum_bounds(op, k_bounds), min(op.dim, 40)
+        bounds, extra = spectrum_bounds(op, key=k_bounds), min(op.dim, 40)
     lo, hi = bounds
     if not isinstance(lo, jax.core.Tracer) and not float(hi) > float(lo):
         raise ValueError(f"bounds must be (lo, hi) with hi > lo; got {bounds!r}")
@@ -99,10 +105,23 @@ def kpm_density(op, key=None, num_moments: int = 100, num_probes: int = 10,
     return KPMDensity(mom, se, jnp.asarray(center), jnp.asarray(half), jnp.asarray(used))
 
 
-def spectrum_bounds(op, key, num_steps: int = 40):
+def spectrum_bounds(op, *, key, num_steps: int = 40, dim: int | None = None, dtype=None):
     """``(lo, hi)`` enclosing the spectrum, from one Lanczos run: the extreme Ritz values
     widened by their residual estimates and by 1% of the width (Ritz values always lie inside
-    the spectrum, so this errs outward)."""
+    the spectrum, so this errs outward).
+
+    Args:
+      op: a ``LinearOperator``, or a bare ``matvec`` callable together with ``dim``.
+      key: ``jax.random`` key for the start vector (required, keyword-only).
+      num_steps: Lanczos steps (>= 1; capped at the dimension).
+      dim, dtype: dimension and vector dtype of a bare ``matvec`` callable.
+
+    Returns:
+      ``(lo, hi)``, scalars.
+    """
+    op = _inputs.as_operator(op, dim=dim, dtype=dtype)
+    _inputs.check_key(key)
+    num_steps = _inputs.check_int(num_steps, "num_steps", low=1)
     steps = min(op.dim, num_steps)
     return _bounds(op, key, steps=steps)
 
