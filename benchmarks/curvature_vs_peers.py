@@ -2,25 +2,35 @@
 
 Usage::
 
-    python benchmarks/curvature_vs_peers.py [--quick] [--out PATH] [--threads N]
+    python benchmarks/curvature_vs_peers.py [--quick] [--out PATH] [--threads N] [--models mlp,cnn]
 
 Same machine, one process, the same two models with the same weights in both frameworks
 (an MLP and a CNN on 512 scikit-learn digits, mean cross-entropy; see ``_digits_models.py``
 and ``_torch_models.py``). Before anything is timed the port is checked: losses, gradients and
 Hessian-vector products agree across frameworks. Measured:
 
-1. time per Hessian-vector product as a multiple of the same framework's gradient time;
-2. top-5 eigenvalues: products, wall time, max relative error against a float64 reference
-   (SciPy ``eigsh`` at tol 1e-12 on our float64 operator; for the MLP also dense ``eigh``);
+1. time per Hessian-vector product as a multiple of the same framework's gradient time, and
+   each peer's product time over ours;
+2. top-5 eigenvalues: products, wall time (each peer's over ours), max relative error against a
+   float64 reference (SciPy ``eigsh`` at tol 1e-12 on our float64 operator; for the MLP also
+   dense ``eigh``);
 3. trace: relative error against the dense trace at equal product budgets, over many seeds,
    and PyHessian's ``trace()`` with its own stopping rule;
-4. spectral density: Wasserstein-1 distance of the SLQ measure to the dense spectrum.
+4. spectral density: Wasserstein-1 distance of the SLQ measure to the dense spectrum, and the
+   wall time of PyHessian's ``density()`` over ours.
+
+Every timed claim is measured by ``_report.compare``: a warm-up round, then at least 5 rounds
+(``--quick``: 3) in which ours and the peers run alternately; a ratio is the median of the
+per-round ratios with its min-max range, and a range that includes 1 is a tie. Seeded
+measurements (eigenvalues, density) use seed ``i`` in round ``i`` for every contender.
 
 Peers run in float32, as do we; the references are float64. PyHessian's ``density()`` needs
 ``torch.eig`` (removed in PyTorch 2); the harness supplies it from ``torch.linalg.eigh`` (see
-``_peers.py``). Results go to ``bench_results/curvature_vs_peers.json`` and a markdown table
-is printed. Threads: the process is pinned to ``--threads`` cores (``os.sched_setaffinity``,
-which bounds XLA's CPU thread pool) and ``torch.set_num_threads`` is set to the same number.
+``_peers.py``). Results go to ``bench_results/curvature_vs_peers.json`` and markdown tables are
+printed, headed by the thread counts and the load average before and after the run. Threads:
+``--threads N`` (default 1) is applied before NumPy, JAX and torch are imported
+(``_report.pin_threads``: OpenBLAS/MKL/OpenMP environment variables, CPU affinity, which bounds
+XLA's pool) and enforced after (threadpoolctl, ``torch.set_num_threads``).
 """
 
 from __future__ import annotations
@@ -30,35 +40,31 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+
+import _report as rep  # noqa: E402  (imports nothing heavy: threads are pinned first)
 
 
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="few seeds and repeats (about 2 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="3 timed rounds, fewer seeds, no lax.conv eigsh (a few minutes)")
     p.add_argument("--out", default=os.path.join(_HERE, "..", "bench_results",
                                                  "curvature_vs_peers.json"))
-    p.add_argument("--threads", type=int, default=2, help="cores for both frameworks")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for BLAS, PyTorch and XLA alike (default 1)")
     p.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn")
     return p.parse_args(argv)
 
 
-def _pin_threads(n: int) -> None:
-    """Restrict this process to ``n`` cores *before* jax and torch start their thread pools."""
-    cores = sorted(os.sched_getaffinity(0))
-    if n < len(cores):
-        os.sched_setaffinity(0, cores[:n])
-
-
 if __name__ == "__main__":
-    _pin_threads(_parse(sys.argv[1:]).threads)
-    sys.path.insert(0, _HERE)
+    rep.pin_threads(_parse(sys.argv[1:]).threads)
 
 import time  # noqa: E402
 import warnings  # noqa: E402
 
 import _digits_models as dm  # noqa: E402
 import _peers as peers  # noqa: E402
-import _report as rep  # noqa: E402
 import _torch_models as tm  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -70,11 +76,13 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from landscape import curvature, spectral  # noqa: E402
 
+# repeats: timed rounds of every comparison (after one warm-up round); hvp_calls: products per
+# timed sample of the HVP comparison (their mean; single products of the MLP take ~0.1 ms).
 SETTINGS = {
-    "full": dict(repeats=20, eig_seeds=3, trace_seeds=30, budgets=(30, 99, 300),
-                 density_seeds=5, density_configs=((1, 100), (10, 80))),
-    "quick": dict(repeats=5, eig_seeds=1, trace_seeds=5, budgets=(30, 99),
-                  density_seeds=2, density_configs=((1, 100),)),
+    "full": dict(repeats=5, hvp_calls=10, trace_seeds=30, budgets=(30, 99, 300),
+                 density_configs=((1, 100), (10, 80)), lax_conv_eigsh=True),
+    "quick": dict(repeats=3, hvp_calls=3, trace_seeds=5, budgets=(30, 99),
+                  density_configs=((1, 100),), lax_conv_eigsh=False),
 }
 
 
@@ -141,31 +149,40 @@ def check_port(pb: Problem) -> dict:
     }
 
 
-def bench_hvp(pb: Problem, repeats: int) -> dict:
-    """Median seconds per gradient and per HVP, in each framework, and their ratios."""
+HVP_ROWS = ("ours (landscape.curvature.hessian matvec)",
+            "PyHessian (double backward, cached gradient graph)",
+            "PyHessian (dataloader mode: forward + 2 backwards)",
+            "curvlinops HessianLinearOperator @ v")
+
+
+def bench_hvp(pb: Problem, repeats: int, calls: int) -> dict:
+    """Gradients and HVPs of both frameworks, timed alternately in one ``compare``.
+
+    Reported: each HVP's time over its own framework's gradient time, and each peer HVP's time
+    over ours (per-round ratios: median, min-max range, verdict).
+    """
     v = jnp.asarray(np.random.default_rng(1).standard_normal(pb.dim), jnp.float32)
     grad = jax.jit(jax.grad(pb.loss_fn))
-    t_jgrad, _ = rep.median_time(lambda: jax.block_until_ready(grad(pb.params, pb.jdata)), repeats)
-    t_ours, _ = rep.median_time(lambda: jax.block_until_ready(pb.op.matvec(v)), repeats)
     model = pb.torch_model()
-    tgrad = peers.torch_grad_fn(model, pb.x, pb.y)
-    t_tgrad, _ = rep.median_time(tgrad, repeats)
     H = peers.pyhessian_hessian(pb.torch_model(), pb.x, pb.y)
     tv = peers.torch_split(model, pb.to_torch(np.asarray(v)))
-    t_ph, _ = rep.median_time(lambda: peers.pyhessian_hvp(H, tv), repeats)
     Hd = peers.pyhessian_dataloader(pb.torch_model(), pb.x, pb.y)
-    t_phd, _ = rep.median_time(lambda: Hd.dataloader_hv_product(tv), repeats)
     cl = peers.curvlinops_hessian(pb.torch_model(), pb.x, pb.y)
     tvec = torch.as_tensor(pb.to_torch(np.asarray(v)))
-    t_cl, _ = rep.median_time(lambda: cl @ tvec, repeats)
-    rows = {
-        "ours (landscape.curvature.hessian matvec)": (t_ours, t_jgrad),
-        "PyHessian (double backward, cached gradient graph)": (t_ph, t_tgrad),
-        "PyHessian (dataloader mode: forward + 2 backwards)": (t_phd, t_tgrad),
-        "curvlinops HessianLinearOperator @ v": (t_cl, t_tgrad),
+    ours = HVP_ROWS[0]
+    contenders = {
+        "JAX gradient": lambda: grad(pb.params, pb.jdata),
+        "torch gradient": peers.torch_grad_fn(model, pb.x, pb.y),
+        HVP_ROWS[1]: lambda: peers.pyhessian_hvp(H, tv),
+        HVP_ROWS[2]: lambda: Hd.dataloader_hv_product(tv),
+        HVP_ROWS[3]: lambda: cl @ tvec,
     }
-    return {"grad_seconds": {"jax": t_jgrad, "torch": t_tgrad},
-            "hvp": {k: {"seconds": t, "ratio_to_own_grad": t / g} for k, (t, g) in rows.items()}}
+    c = rep.compare(lambda: pb.op.matvec(v), contenders, ours_name=ours, repeats=repeats,
+                    number=calls)
+    own = {ours: c.ratio(ours, "JAX gradient")}
+    own |= {k: c.ratio(k, "torch gradient") for k in HVP_ROWS[1:]}
+    return {"comparison": c, "hvp_over_own_gradient": own,
+            "peer_hvp_over_ours": {k: c.ratio(k) for k in HVP_ROWS[1:]}}
 
 
 def reference_top(pb: Problem, k: int = 5) -> dict:
@@ -189,58 +206,106 @@ def _top_err(vals, ref) -> float:
     return float(np.max(np.abs(vals - ref) / np.abs(ref)))
 
 
-def _summarise(runs: list[dict]) -> dict:
-    keys = runs[0].keys()
-    return {k: float(np.median([r[k] for r in runs])) for k in keys} | {
-        "max_rel_err_worst": float(max(r["max_rel_err"] for r in runs)), "runs": runs}
+class _Seeded:
+    """A contender that calls ``fn(seed)`` with seeds 0, 1, 2, ... (one per call; the warm-up
+    takes seed 0) and keeps what each call returns. ``fn`` must block until its work is done."""
+
+    def __init__(self, fn):
+        self.fn, self.records = fn, []
+
+    def __call__(self) -> None:
+        self.records.append(self.fn(len(self.records)))
+
+    def scored(self, warmup: int = 1) -> list:
+        return self.records[warmup:]
 
 
-def _ours_eigs(op, ref: np.ndarray, seeds: int) -> dict:
-    """``spectral.eigsh(op, k=5)``, compiled ahead of time (compile time reported apart)."""
+def _ours_eigsh(op):
+    """``spectral.eigsh(op, k=5)`` compiled ahead of time: ``(seeded run, compile seconds)``."""
     fn = jax.jit(lambda op, key: spectral.eigsh(op, k=5, key=key))
     t0 = time.perf_counter()
     compiled = fn.lower(op, jax.random.key(0)).compile()
     compile_s = time.perf_counter() - t0
-    runs = []
-    for s in range(seeds):
-        t0 = time.perf_counter()
-        r = jax.block_until_ready(compiled(op, jax.random.key(s)))
-        runs.append({"matvecs": int(r.num_matvecs), "seconds": time.perf_counter() - t0,
-                     "max_rel_err": _top_err(r.eigenvalues, ref),
-                     "all_converged": float(np.all(r.converged))})
-    return _summarise(runs) | {"compile_seconds": compile_s}
+
+    def run(seed):
+        r = jax.block_until_ready(compiled(op, jax.random.key(seed)))
+        return {"seed": seed, "matvecs": int(r.num_matvecs), "vals": r.eigenvalues,
+                "all_converged": bool(np.all(np.asarray(r.converged)))}
+
+    return run, compile_s
 
 
-def bench_eigs(pb: Problem, ref: np.ndarray, seeds: int) -> dict:
-    """Top-5 eigenvalues by each method: products, seconds, max relative error (median runs)."""
-    # With lax.conv the CNN's products inside eigsh's while_loop are very slow on XLA:CPU
-    # (see _digits_models._conv_shifted), so that row gets a single seed.
-    conv_seeds = 1 if pb.op_shifted is not None else seeds
-    out = {"ours spectral.eigsh (Lanczos, tol 1e-5)": _ours_eigs(pb.op, ref, conv_seeds)}
-    if pb.op_shifted is not None:  # XLA:CPU convolutions-in-loops workaround, same function
-        out["ours spectral.eigsh, convs as shifted matmuls (same CNN)"] = _ours_eigs(
-            pb.op_shifted, ref, seeds)
-    for tol in (1e-3, 1e-6):
-        runs = []
-        H = peers.pyhessian_hessian(pb.torch_model(), pb.x, pb.y)
-        for s in range(seeds):
-            torch.manual_seed(s)
-            with peers.PyHessianCounter() as c:
-                t0 = time.perf_counter()
-                vals, _ = H.eigenvalues(top_n=5, tol=tol)
-                dt = time.perf_counter() - t0
-            runs.append({"matvecs": c.count, "seconds": dt, "max_rel_err": _top_err(vals, ref)})
-        out[f"PyHessian eigenvalues(top_n=5, tol={tol:g})"] = _summarise(runs)
+def _pyhessian_eigs(pb: Problem, tol: float):
+    H = peers.pyhessian_hessian(pb.torch_model(), pb.x, pb.y)
+
+    def run(seed):
+        torch.manual_seed(seed)
+        with peers.PyHessianCounter() as c:
+            vals, _ = H.eigenvalues(top_n=5, tol=tol)
+        return {"seed": seed, "matvecs": c.count, "vals": vals}
+
+    return run
+
+
+def _curvlinops_eigs(pb: Problem):
     S = peers.counting_scipy(peers.curvlinops_hessian(pb.torch_model(), pb.x, pb.y))
-    runs = []
-    for s in range(seeds):
+
+    def run(seed):
         S.count = 0
-        v0 = np.random.default_rng(s).standard_normal(pb.dim).astype(np.float32)
-        t0 = time.perf_counter()
+        v0 = np.random.default_rng(seed).standard_normal(pb.dim).astype(np.float32)
         vals = sla.eigsh(S, k=5, which="LA", v0=v0, return_eigenvectors=False)
-        runs.append({"matvecs": S.count, "seconds": time.perf_counter() - t0,
-                     "max_rel_err": _top_err(vals, ref)})
-    out["curvlinops + scipy eigsh (ARPACK, float32)"] = _summarise(runs)
+        return {"seed": seed, "matvecs": S.count, "vals": vals}
+
+    return run
+
+
+def bench_eigs(pb: Problem, ref: np.ndarray, repeats: int, lax_conv: bool) -> dict:
+    """Top-5 eigenvalues by each method, timed alternately: products, seconds, ratio of each
+    peer's time to ours, max relative error against the float64 reference (over the rounds).
+
+    For the CNN, "ours" is the model with its convolutions as shifted matmuls (the same
+    function; ``_digits_models.apply_cnn_shifted``); with ``lax_conv`` the ``lax.conv`` model
+    runs as one more contender (very slow on XLA:CPU inside eigsh's while_loop).
+    """
+    compile_s = {}
+    if pb.op_shifted is None:
+        ours_name = "ours spectral.eigsh (Lanczos, tol 1e-5)"
+        ours, compile_s[ours_name] = _ours_eigsh(pb.op)
+        extra = {}
+    else:
+        ours_name = "ours spectral.eigsh, convs as shifted matmuls (same CNN)"
+        ours, compile_s[ours_name] = _ours_eigsh(pb.op_shifted)
+        extra = {}
+        if lax_conv:
+            name = "ours spectral.eigsh, lax.conv"
+            extra[name], compile_s[name] = _ours_eigsh(pb.op)
+    runs = {ours_name: _Seeded(ours)} | {k: _Seeded(f) for k, f in extra.items()}
+    for tol in (1e-3, 1e-6):
+        runs[f"PyHessian eigenvalues(top_n=5, tol={tol:g})"] = _Seeded(_pyhessian_eigs(pb, tol))
+    runs["curvlinops + scipy eigsh (ARPACK, float32)"] = _Seeded(_curvlinops_eigs(pb))
+    c = rep.compare(runs[ours_name], {k: r for k, r in runs.items() if k != ours_name},
+                    ours_name=ours_name, repeats=repeats)
+    methods = {}
+    for name, r in runs.items():
+        scored = r.scored(c.warmup)
+        errs = [_top_err(np.asarray(x["vals"]), ref) for x in scored]
+        methods[name] = {
+            "matvecs": float(np.median([x["matvecs"] for x in scored])),
+            "seconds": c.medians[name], "max_rel_err": float(np.median(errs)),
+            "max_rel_err_worst": float(max(errs)),
+            "time_over_ours": None if name == ours_name else c.ratio(name),
+            "runs": [{"seed": x["seed"], "matvecs": x["matvecs"], "max_rel_err": e}
+                     | ({"all_converged": x["all_converged"]} if "all_converged" in x else {})
+                     for x, e in zip(scored, errs, strict=True)]}
+        if name in compile_s:
+            methods[name]["compile_seconds"] = compile_s[name]
+    out = {"ours": ours_name, "methods": methods, "comparison": c}
+    if extra:
+        lax_name = next(iter(extra))
+        out["peers_over_lax_conv"] = {k: c.ratio(k, lax_name) for k in runs
+                                      if k.startswith(("PyHessian", "curvlinops"))}
+    elif pb.op_shifted is not None:
+        out["note"] = "lax.conv eigsh skipped (--quick)"
     return out
 
 
@@ -265,7 +330,8 @@ def bench_trace(pb: Problem, exact: float, seeds: int, budgets) -> dict:
                     secs.append(time.perf_counter() - t0)
                     errs.append(abs(float(t.estimate) - exact) / abs(exact))
             out[f"ours {method}, {m} matvecs"] = _err_stats(errs) | {
-                "matvecs": int(t.num_matvecs), "seconds_median": float(np.median(secs))}
+                "matvecs": int(t.num_matvecs),
+                "seconds_median_unpaired": float(np.median(secs))}
     H = peers.pyhessian_hessian(pb.torch_model(), pb.x, pb.y)
     errs, counts, secs = [], [], []
     for s in range(seeds):
@@ -277,7 +343,7 @@ def bench_trace(pb: Problem, exact: float, seeds: int, budgets) -> dict:
         errs.append(abs(float(np.mean(samples)) - exact) / abs(exact))
     out["PyHessian trace() (default stop rule)"] = _err_stats(errs) | {
         "matvecs": float(np.median(counts)), "matvecs_min": int(min(counts)),
-        "matvecs_max": int(max(counts)), "seconds_median": float(np.median(secs))}
+        "matvecs_max": int(max(counts)), "seconds_median_unpaired": float(np.median(secs))}
     return out
 
 
@@ -287,32 +353,35 @@ def _w1(nodes, weights, eigs) -> float:
                                                   u_weights=w))
 
 
-def bench_density(pb: Problem, eigs: np.ndarray, seeds: int, configs) -> dict:
-    """Wasserstein-1 distance of SLQ to the dense spectrum, ours vs PyHessian, equal budgets."""
+def bench_density(pb: Problem, eigs: np.ndarray, repeats: int, configs) -> dict:
+    """Wasserstein-1 distance of SLQ to the dense spectrum, ours vs PyHessian at equal budgets;
+    the two run alternately (seed ``i`` in round ``i``), so their times form a paired ratio."""
     out = {}
     for probes, steps in configs:
-        dists, secs = [], []
-        for s in range(seeds + 1):  # seed 0 is a warm-up (compilation), not scored
-            t0 = time.perf_counter()
-            d = jax.block_until_ready(spectral.density(pb.op, key=jax.random.key(2000 + s),
+        def ours(seed, probes=probes, steps=steps):
+            d = jax.block_until_ready(spectral.density(pb.op, key=jax.random.key(2000 + seed),
                                                        num_probes=probes, num_steps=steps))
-            if s:
-                secs.append(time.perf_counter() - t0)
-                dists.append(_w1(d.nodes, d.weights, eigs))
-        out[f"ours SLQ, {probes} probe(s) x {steps} steps"] = _err_stats(dists) | {
-            "matvecs": probes * steps, "seconds_median": float(np.median(secs))}
+            return d.nodes, d.weights
+
         H = peers.pyhessian_hessian(pb.torch_model(), pb.x, pb.y)
-        dists, secs = [], []
-        for s in range(seeds):
-            torch.manual_seed(s)
-            t0 = time.perf_counter()
+
+        def theirs(seed, probes=probes, steps=steps, H=H):
+            torch.manual_seed(seed)
             with peers.pyhessian_eig_patch():
-                nodes, weights = H.density(iter=steps, n_v=probes)
-            secs.append(time.perf_counter() - t0)
-            dists.append(_w1(np.asarray(nodes), np.asarray(weights), eigs))
-        out[f"PyHessian density, {probes} probe(s) x {steps} steps (torch.eig patched)"] = (
-            _err_stats(dists) | {"matvecs": probes * steps,
-                                 "seconds_median": float(np.median(secs))})
+                return H.density(iter=steps, n_v=probes)
+
+        ours_name = f"ours SLQ, {probes} probe(s) x {steps} steps"
+        peer_name = f"PyHessian density, {probes} probe(s) x {steps} steps (torch.eig patched)"
+        runs = {ours_name: _Seeded(ours), peer_name: _Seeded(theirs)}
+        c = rep.compare(runs[ours_name], {peer_name: runs[peer_name]}, ours_name=ours_name,
+                        repeats=repeats)
+        methods = {}
+        for name, r in runs.items():
+            dists = [_w1(np.asarray(n), np.asarray(w), eigs) for n, w in r.scored(c.warmup)]
+            methods[name] = _err_stats(dists) | {
+                "matvecs": probes * steps, "seconds": c.medians[name],
+                "time_over_ours": None if name == ours_name else c.ratio(name)}
+        out[f"{probes}x{steps}"] = {"methods": methods, "comparison": c}
     return out
 
 
@@ -323,7 +392,7 @@ def bench_model(name: str, cfg: dict, log) -> dict:
     log(f"[{name}] {pb.dim} parameters, train loss {pb.train_loss:.4f}; checking the port")
     r["port"] = check_port(pb)
     log(f"[{name}] timing gradients and HVPs")
-    r["hvp"] = bench_hvp(pb, cfg["repeats"])
+    r["hvp"] = bench_hvp(pb, cfg["repeats"], cfg["hvp_calls"])
     log(f"[{name}] float64 reference eigenvalues")
     ref = reference_top(pb)
     if name == "mlp":
@@ -334,82 +403,123 @@ def bench_model(name: str, cfg: dict, log) -> dict:
         ref["dense_num_negative"] = int((eigs < 0).sum())
     r["reference"] = ref
     log(f"[{name}] top-5 eigenvalues")
-    r["top5"] = bench_eigs(pb, ref["eigsh_float64"], cfg["eig_seeds"])
+    r["top5"] = bench_eigs(pb, ref["eigsh_float64"], cfg["repeats"], cfg["lax_conv_eigsh"])
     if name == "mlp":
         log(f"[{name}] trace")
         r["trace"] = bench_trace(pb, ref["dense_trace"], cfg["trace_seeds"], cfg["budgets"])
         log(f"[{name}] density")
-        r["density"] = bench_density(pb, eigs, cfg["density_seeds"], cfg["density_configs"])
+        r["density"] = bench_density(pb, eigs, cfg["repeats"], cfg["density_configs"])
     return r
 
 
+def _target(ratio: rep.Ratio, threshold: float, below: str, above: str) -> str:
+    return {"below": below, "above": above, "tie": "undecided (range spans the target)"}[
+        ratio.against(threshold)]
+
+
 def targets(models: dict) -> dict:
-    """The benchmark's goals, evaluated on the measured numbers."""
+    """The benchmark's goals, evaluated on the measured ratios (min-max ranges decide)."""
     out = {}
     for name, r in models.items():
-        hv = r["hvp"]["hvp"]["ours (landscape.curvature.hessian matvec)"]["ratio_to_own_grad"]
-        t = {"hvp_over_grad": hv, "hvp_at_most_2x_grad": hv <= 2.0}
-        for ours_name in [k for k in r["top5"] if k.startswith("ours")]:
-            ours = r["top5"][ours_name]
-            for key, peer in r["top5"].items():
-                if key.startswith("ours"):
-                    continue
-                t[f"{ours_name} vs {key}"] = {
-                    "matvec_ratio_peer_over_ours": peer["matvecs"] / ours["matvecs"],
-                    "time_ratio_peer_over_ours": peer["seconds"] / ours["seconds"],
-                    "ours_at_least_as_accurate": ours["max_rel_err"] <= peer["max_rel_err"]}
+        hv = r["hvp"]["hvp_over_own_gradient"][HVP_ROWS[0]]
+        t = {"hvp_over_grad": hv, "hvp_at_most_2x_grad": _target(hv, 2.0, "met", "missed")}
+        top = r["top5"]["methods"]
+        ours = top[r["top5"]["ours"]]
+        for key, peer in top.items():
+            if peer["time_over_ours"] is None:
+                continue
+            ratio = peer["time_over_ours"]
+            t[f"{r['top5']['ours']} vs {key}"] = {
+                "matvec_ratio_peer_over_ours": peer["matvecs"] / ours["matvecs"],
+                "time_ratio_peer_over_ours": ratio, "time_verdict_for_ours": ratio.verdict,
+                "ours_at_least_as_accurate": ours["max_rel_err"] <= peer["max_rel_err"]}
         out[name] = t
     return out
 
 
+def _recompile_notes(c: rep.Comparison) -> list[str]:
+    return [f"note: {n} compiled {k} time(s) during the timed rounds"
+            for n, k in c.compiles.items() if k]
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
-    parts = [f"Machine: {m['cpu_model']}, {m['cores_available_to_process']} cores used of "
-             f"{m['cpu_count']}, load average at start {m['load_average_at_start'][0]:.1f}. "
-             f"jax {m['versions']['jax']}, torch {m['versions']['torch']}, PyHessian "
-             f"{m['versions']['pyhessian']}, curvlinops {m['versions']['curvlinops-for-pytorch']}."]
+    parts = [rep.header(m, f"curvature_vs_peers ({res['mode']} mode)")]
     for name, r in res["models"].items():
         p = r["port"]
         parts.append(f"\n### {name} ({r['num_params']} parameters, {r['num_examples']} digits)\n"
                      f"Port check: |loss diff| {p['loss_abs_diff']:.1e}, gradient rel diff "
                      f"{p['grad_rel_diff']:.1e}; HVP rel error vs float64: " + ", ".join(
                          f"{k} {v:.1e}" for k, v in p["hvp_rel_err_vs_float64"].items()))
-        g = r["hvp"]["grad_seconds"]
-        rows = [[k, v["seconds"] * 1e3, v["ratio_to_own_grad"]] for k, v in r["hvp"]["hvp"].items()]
-        parts.append(f"\nGradient: JAX {g['jax'] * 1e3:.3g} ms, torch {g['torch'] * 1e3:.3g} ms\n\n"
-                     + rep.table(["HVP", "ms", "x own gradient"], rows))
-        rows = [[k, v["matvecs"], v["seconds"], v["max_rel_err"], v["max_rel_err_worst"],
-                 len(v["runs"])] for k, v in r["top5"].items()]
-        parts.append("\nTop-5 eigenvalues (medians over seeds)\n\n" + rep.table(
-            ["method", "matvecs", "seconds", "max rel err", "worst seed", "seeds"], rows))
-        for sec, col in (("trace", "rel err"), ("density", "W1 to dense spectrum")):
-            if sec in r:
-                rows = [[k, v["matvecs"], v["median"], v["p90"], v["max"], v["seconds_median"]]
-                        for k, v in r[sec].items()]
-                parts.append(f"\n{sec.capitalize()} ({col}; over {next(iter(r[sec].values()))['n']}"
-                             " seeds)\n\n" + rep.table(
-                                 ["method", "matvecs", "median", "p90", "max", "seconds"], rows))
+        h = r["hvp"]
+        c = h["comparison"]
+        rows = [[k, c.medians[k] * 1e3, "-", "-"] for k in ("JAX gradient", "torch gradient")]
+        rows += [[k, c.medians[k] * 1e3, h["hvp_over_own_gradient"][k].text(verdict=False),
+                  h["peer_hvp_over_ours"][k] if k in h["peer_hvp_over_ours"] else "-"]
+                 for k in HVP_ROWS]
+        parts.append(f"\nGradients and HVPs ({c.repeats} alternating rounds, {c.number} calls "
+                     "per sample; ratios: median (min-max) of the per-round ratios)\n\n"
+                     + rep.table(["contender", "ms per call", "x own gradient",
+                                  "HVP time / ours"], rows))
+        parts += _recompile_notes(c)
+        t5 = r["top5"]
+        rows = [[k, v["matvecs"], v["seconds"], v["time_over_ours"] or "(ours)",
+                 v["max_rel_err"], v["max_rel_err_worst"], len(v["runs"])]
+                for k, v in t5["methods"].items()]
+        parts.append(f"\nTop-5 eigenvalues ({t5['comparison'].repeats} alternating rounds, seed i "
+                     "in round i; medians over rounds)\n\n" + rep.table(
+                         ["method", "matvecs", "seconds", "time / ours", "max rel err",
+                          "worst round", "rounds"], rows))
+        for k, v in t5.get("peers_over_lax_conv", {}).items():
+            parts.append(f"{k} / ours with lax.conv: {v.text()}")
+        if "note" in t5:
+            parts.append(t5["note"])
+        parts += _recompile_notes(t5["comparison"])
+        if "trace" in r:
+            rows = [[k, v["matvecs"], v["median"], v["p90"], v["max"], v["seconds_median_unpaired"]]
+                    for k, v in r["trace"].items()]
+            parts.append(f"\nTrace (rel err; over {next(iter(r['trace'].values()))['n']} seeds; "
+                         "times unpaired, not a claim)\n\n" + rep.table(
+                             ["method", "matvecs", "median", "p90", "max", "seconds"], rows))
+        if "density" in r:
+            rows = []
+            for cfg in r["density"].values():
+                rows += [[k, v["matvecs"], v["median"], v["p90"], v["max"], v["seconds"],
+                          v["time_over_ours"] or "(ours)"] for k, v in cfg["methods"].items()]
+            n = next(iter(r["density"].values()))["comparison"].repeats
+            parts.append(f"\nDensity (W1 to the dense spectrum; {n} alternating rounds)\n\n"
+                         + rep.table(["method", "matvecs", "median", "p90", "max", "seconds",
+                                      "time / ours"], rows))
+            for cfg in r["density"].values():
+                parts += _recompile_notes(cfg["comparison"])
     return "\n".join(parts)
 
 
 def main(argv=None) -> dict:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    if not rep.pinned():  # imported rather than run as a script: pin what can still be pinned
+        rep.pin_threads(args.threads)
+    rep.enforce_threads(args.threads)
     # PyHessian builds its gradient graph with backward(create_graph=True); torch warns about
     # the resulting reference cycle on every construction. Expected here, so silenced.
     warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-    torch.set_num_threads(args.threads)
     cfg = SETTINGS["quick" if args.quick else "full"]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    machine = rep.machine_info()
+    log(f"{rep.thread_summary(machine['threads'])}; load average "
+        f"{machine['load_average_start'][0]:.2f} at the start")
     t0 = time.perf_counter()
-    res = {"machine": rep.machine_info(args.threads), "mode": "quick" if args.quick else "full",
+    res = {"machine": machine, "mode": "quick" if args.quick else "full",
            "settings": cfg, "models": {},
            "notes": ["PyHessian 0.1 density() calls torch.eig (removed in torch 2); the harness "
                      "provides torch.eig from torch.linalg.eigh during that call only.",
-                     "All timed computations run in float32; references are float64."]}
+                     "All timed computations run in float32; references are float64.",
+                     "Ratios are peer time / our time per alternating round: median, min-max "
+                     "range, verdict (a range that includes 1 is a tie)."]}
     for name in args.models.split(","):
         res["models"][name] = bench_model(name, cfg, log)
     res["targets"] = targets(res["models"])
-    res["machine"]["load_average_at_end"] = list(os.getloadavg())
+    rep.finish_machine_info(machine)
     res["total_seconds"] = time.perf_counter() - t0
     rep.write_json(res, args.out)
     print(markdown(res))
