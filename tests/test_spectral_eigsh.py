@@ -4,7 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.sparse.linalg as spla
+from _planted import planted as haar_planted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,14 +78,179 @@ def test_residuals_are_explicit_and_certify_eigenvalues(problem):
     # Too few steps to converge the bulk end: the certificate must hold all the same.
     r = spectral.eigsh(op, k=6, which="SA", key=jax.random.key(1), max_steps=12)
     theta, V = np.asarray(r.eigenvalues, float), np.asarray(r.eigenvectors, float)
-    explicit = np.linalg.norm(A @ V - V * theta, axis=0)
-    slack = 100 * np.finfo(DTYPE).eps * np.max(np.abs(lam))
-    np.testing.assert_allclose(np.asarray(r.residuals), explicit, rtol=1e-2, atol=slack)
+    vnorm = np.linalg.norm(V, axis=0)
+    explicit = np.linalg.norm(A @ V - V * theta, axis=0) / vnorm
+    eps = np.finfo(DTYPE).eps
+    # Documented floor: eps * sqrt(dim) * ||T||_2, with ||T||_2 <= ||A||_2 (Ritz values interlace).
+    assert 0 < float(r.norm_estimate) <= np.max(np.abs(lam)) * (1 + 1e-6)
+    np.testing.assert_allclose(float(r.rounding_floor), eps * np.sqrt(N) * float(r.norm_estimate),
+                               rtol=1e-6)
+    slack = 100 * eps * np.max(np.abs(lam))
+    np.testing.assert_allclose(np.asarray(r.residuals),
+                               explicit + float(r.rounding_floor) / vnorm, rtol=1e-2, atol=slack)
     dist = np.min(np.abs(theta[:, None] - lam[None, :]), axis=1)
-    assert np.all(dist <= explicit + slack)
+    assert np.all(dist <= np.asarray(r.residuals))
     assert not bool(np.all(r.converged))  # 12 steps cannot resolve the bulk edge
     np.testing.assert_array_equal(np.asarray(r.converged),
-                                  np.asarray(r.residuals) <= r.tol * np.max(np.abs(theta)))
+                                  np.asarray(r.residuals) <= r.tol * float(r.norm_estimate))
+
+
+# --- Certificates against exactly known spectra -------------------------------------------------
+#
+# ``exact_planted`` builds A = Q diag(lam) Q^T / n with Q a Hadamard matrix (entries +-1) whose
+# columns are permuted and rows sign-flipped at random, and lam dyadic (integers / 2^p). Every
+# entry of A is then a short dyadic sum, computed exactly and exactly representable in float32 and
+# float64, so lam are the exact eigenvalues of the operator in both dtypes: the check below does
+# not depend on the accuracy of a reference eigensolver (dense float64 eigvalsh, itself accurate
+# to ~n eps ||A|| only, is compared to lam as a check of the construction).
+
+
+def exact_planted(lam, seed):
+    n = len(lam)
+    rng = np.random.default_rng(seed)
+    Q = scipy.linalg.hadamard(n)[:, rng.permutation(n)] * rng.choice([-1.0, 1.0], n)[:, None]
+    A = (Q * lam) @ Q.T / n
+    assert np.array_equal(A.astype(np.float32).astype(np.float64), A)  # exact in float32
+    return A
+
+
+def exact_spectrum(kind, n, seed):
+    rng = np.random.default_rng(seed + 1000)
+    if kind == "separated":  # outliers, a cluster 10, 10 - 1/256, 10 - 2/256, a bulk in [-1, 2]
+        top = [100.0, 10.0, 10 - 1 / 256, 10 - 2 / 256, 5.0, -8.0, -20.0]
+        return np.r_[top, rng.integers(-256, 513, n - len(top)) / 256]
+    if kind == "clustered":  # six eigenvalues 1 - j/1024 at the top of a bulk in [-1, 0.9]
+        return np.r_[1 - np.arange(6) / 1024, rng.integers(-1024, 922, n - 6) / 1024]
+    return rng.integers(-1024, 1025, n) / 1024  # "flat": no gap anywhere, ||A||_F ~ sqrt(n) ||A||
+
+
+def _certificate_check(A, lam, r):
+    """Every returned eigenvalue has an exact eigenvalue within its certificate; the certificate
+    is not below the true residual (float64, from the returned vectors) and exceeds it by at most
+    the documented floor plus the product's own rounding. Returns error / certificate."""
+    theta, V = np.asarray(r.eigenvalues, np.float64), np.asarray(r.eigenvectors, np.float64)
+    cert = np.asarray(r.residuals, np.float64)
+    scale = np.max(np.abs(lam))
+    n = len(lam)
+    err = np.min(np.abs(theta[:, None] - lam[None, :]), axis=1)
+    assert np.all(err <= cert), (err, cert)
+    # The float64 residual of the float64 reference has its own rounding, ~eps64 sqrt(n) ||A||.
+    ref_slack = 4 * np.finfo(np.float64).eps * np.sqrt(n) * scale
+    true = np.linalg.norm(A @ V - V * theta, axis=0) / np.linalg.norm(V, axis=0)
+    assert np.all(cert >= true - ref_slack), (cert, true)
+    floor = float(r.rounding_floor)
+    assert np.all(cert <= true + 1.2 * floor / np.linalg.norm(V, axis=0) + ref_slack)
+    ok = np.asarray(r.converged)
+    assert np.all(err[ok] <= r.tol * float(r.norm_estimate))
+    return err / cert
+
+
+# One shape and three settings shared by the tests below (each setting compiles once): converged
+# at both ends, and an unconverged run whose certificates are far above the rounding floor.
+EXACT_N = 128
+SETTINGS = [("LA", {}), ("SA", {}), ("SA", {"max_steps": 10})]
+
+
+@pytest.mark.parametrize("kind", ["separated", "clustered", "flat"])
+def test_certificates_bound_the_error_on_exact_spectra(kind):
+    n, converged = EXACT_N, []
+    for seed in range(2):
+        lam = exact_spectrum(kind, n, seed)
+        A = exact_planted(lam, seed)
+        np.testing.assert_allclose(np.linalg.eigvalsh(A), np.sort(lam),
+                                   atol=n * np.finfo(np.float64).eps * np.max(np.abs(lam)))
+        op = MatrixOperator(jnp.asarray(A, DTYPE))
+        for which, kwargs in SETTINGS:
+            r = spectral.eigsh(op, k=4, which=which, key=jax.random.key(seed), **kwargs)
+            _certificate_check(A, lam, r)
+            converged.append(np.asarray(r.converged))
+    converged = np.concatenate(converged)
+    # Both outcomes occur, so both kinds of pairs were checked.
+    assert converged.any() and not converged.all()
+
+
+def test_certificates_on_haar_planted_against_eigvalsh():
+    # A generic dense matrix (Haar eigenvectors, tests/_planted.py); the reference is dense
+    # float64 eigvalsh of the same float64 matrix, accurate to ~n eps64 ||A|| (LAPACK backward
+    # stability), which is the slack allowed; in float32 it is far below the certificates.
+    n = EXACT_N
+    rng = np.random.default_rng(5)
+    lam = np.r_[50.0, 49.9, 49.8, 10.0, rng.uniform(-5, 5, n - 4)]
+    A = haar_planted(lam, 5)
+    truth = np.linalg.eigvalsh(A)
+    ref_err = n * np.finfo(np.float64).eps * 50.0
+    op = MatrixOperator(jnp.asarray(A, DTYPE))
+    for which, kwargs in SETTINGS:
+        r = spectral.eigsh(op, k=4, which=which, key=jax.random.key(5), **kwargs)
+        theta, cert = np.asarray(r.eigenvalues, np.float64), np.asarray(r.residuals, np.float64)
+        err = np.min(np.abs(theta[:, None] - truth[None, :]), axis=1)
+        assert np.all(err <= cert + ref_err)
+        V = np.asarray(r.eigenvectors, np.float64)
+        true = np.linalg.norm(A @ V - V * theta, axis=0) / np.linalg.norm(V, axis=0)
+        assert np.all(cert >= true - ref_err / 10)
+
+
+def test_scaling_the_operator_changes_only_the_scale():
+    lam = exact_spectrum("separated", EXACT_N, 0)
+    A = exact_planted(lam, 0)
+    atol = (1e-10 if X64 else 1e-5) * np.max(np.abs(lam))
+    for which, kwargs in SETTINGS[::2]:
+        base = spectral.eigsh(MatrixOperator(jnp.asarray(A, DTYPE)), k=4, which=which,
+                              key=jax.random.key(0), **kwargs)
+        assert np.all(np.asarray(base.converged)) == (not kwargs)
+        for c in (1e-18, 1e18):
+            r = spectral.eigsh(MatrixOperator(jnp.asarray(c * A, DTYPE)), k=4, which=which,
+                               key=jax.random.key(0), **kwargs)
+            np.testing.assert_array_equal(np.asarray(r.converged), np.asarray(base.converged))
+            assert int(r.num_steps) == int(base.num_steps)
+            np.testing.assert_allclose(np.asarray(r.eigenvalues, np.float64) / c,
+                                       np.asarray(base.eigenvalues, np.float64), rtol=0, atol=atol)
+            np.testing.assert_allclose(np.asarray(r.residuals, np.float64) / c,
+                                       np.asarray(base.residuals, np.float64), rtol=0.5)
+            np.testing.assert_allclose(float(r.norm_estimate) / c, float(base.norm_estimate),
+                                       rtol=1e-4)
+            _certificate_check(c * A, c * lam, r)
+
+
+# --- Operators or bare matvecs; the key is required ---------------------------------------------
+
+
+def test_bare_matvec_equals_matrix_operator():
+    lam = exact_spectrum("separated", EXACT_N, 1)
+    M = jnp.asarray(exact_planted(lam, 1), DTYPE)
+    key = jax.random.key(4)
+    a = spectral.eigsh(MatrixOperator(M), k=4, key=key)
+    matvec = lambda v: M @ v  # noqa: E731
+    b = spectral.eigsh(matvec, k=4, key=key, dim=EXACT_N)
+    assert b.eigenvectors.dtype == DTYPE
+    tol = (1e-12 if X64 else 1e-5) * np.max(np.abs(lam))
+    np.testing.assert_allclose(np.asarray(b.eigenvalues), np.asarray(a.eigenvalues),
+                               rtol=0, atol=tol)
+    overlap = np.abs(np.sum(np.asarray(a.eigenvectors, float) * np.asarray(b.eigenvectors, float),
+                            axis=0))
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-4 if not X64 else 1e-10)
+    np.testing.assert_array_equal(np.asarray(b.converged), np.asarray(a.converged))
+    c = spectral.eigsh(matvec, k=4, key=key, dim=EXACT_N, dtype=DTYPE)
+    np.testing.assert_array_equal(np.asarray(c.eigenvalues), np.asarray(b.eigenvalues))
+    p = spectral.power_iteration(MatrixOperator(M), k=1, key=key)
+    q = spectral.power_iteration(matvec, k=1, key=key, dim=EXACT_N)
+    np.testing.assert_allclose(np.asarray(q.eigenvalues), np.asarray(p.eigenvalues), rtol=1e-5)
+
+
+def test_bare_matvec_needs_dim_and_key_is_required(problem):
+    _, A, op = problem
+    M = jnp.asarray(A, DTYPE)
+    for fn in (spectral.eigsh, spectral.power_iteration):
+        with pytest.raises(ValueError, match="dim"):
+            fn(lambda v: M @ v, k=1, key=jax.random.key(0))
+        with pytest.raises(ValueError, match="dim"):
+            fn(op, k=1, key=jax.random.key(0), dim=N + 1)
+        with pytest.raises(TypeError, match="key"):
+            fn(op, k=1)
+    with pytest.raises(TypeError):  # keyword-only: a positional key is refused
+        spectral.power_iteration(op, 1, jax.random.key(0))
+    with pytest.raises(TypeError):
+        spectral.eigsh(op, 1, "LA", jax.random.key(0))
 
 
 def _ritz_values(op, steps, full):

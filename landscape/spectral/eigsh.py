@@ -2,23 +2,61 @@
 
 ``eigsh`` runs the Lanczos recurrence (``landscape.spectral.lanczos``) in chunks of steps inside
 a ``lax.while_loop``; after each chunk it computes the Ritz pairs of the tridiagonal ``T`` and
-stops once every wanted pair has a Lanczos residual estimate below ``tol * max|theta|``, or at
-``max_steps``. It then forms the Ritz vectors and checks every pair with one explicit product:
-the reported residual is ``||A v - theta v||`` measured, not estimated, and certifies the
-eigenvalue: some eigenvalue ``lambda`` of ``A`` satisfies ``|lambda - theta| <= ||r||``
-(and ``<= ||r||^2 / gap`` once the pair is isolated by a gap; Parlett, *The Symmetric
-Eigenvalue Problem*, thm 11.7.1).
+stops once every wanted pair's Lanczos residual estimate, plus the rounding floor ``delta``
+below, is under ``tol * ||T||`` (or once the estimates are under ``delta``, when ``tol`` is
+below two floors), or at ``max_steps``. It then forms the Ritz vectors and checks
+every pair with one explicit product each.
+
+**The certificate.** For a symmetric ``A``, any vector ``v != 0`` and any number ``theta``, some
+eigenvalue ``lambda`` of ``A`` satisfies ``|lambda - theta| <= ||A v - theta v|| / ||v||``
+(the residual bound of Kahan and of Bauer-Fike for normal matrices; Parlett, *The Symmetric
+Eigenvalue Problem*, thm 4.5.1). The product ``A v`` is only known through the computed
+``matvec``, so the reported residual of the pair ``(theta_i, v_i)`` is
+
+    residuals_i = (||fl(A v_i) - theta_i v_i|| + delta) / ||v_i||,
+    delta       = eps * sqrt(dim) * ||A||_est,      ||A||_est = max_j |theta_j(T)| = ||T||_2,
+
+where ``eps`` is the machine epsilon of the operator's dtype (1.19e-7 for float32, 2.22e-16 for
+float64), ``theta_j(T)`` runs over all Ritz values of the final ``T`` (not only the wanted
+ones), the difference ``fl(A v_i) - theta_i v_i`` and both norms are formed in the accumulation
+dtype (float64 whenever x64 is on), the norms after an exact power-of-two rescaling (no
+overflow or underflow at any operator scale), and ``||v_i||`` is the norm of the returned
+vector as it is stored (1 up to rounding). ``delta`` stands for the rounding error of the
+computed product, ``||fl(A v) - A v||``: the probabilistic rounding-error bound for inner
+products of length ``dim`` is of order ``eps sqrt(dim) |A| |v|`` (Higham & Mary 2019, "A new
+approach to probabilistic rounding error analysis"), and for dense float32 products we measure
+``0.001-0.1 eps sqrt(dim) ||A||``. So ``residuals`` bounds the eigenvalue error
+``min_lambda |lambda - theta_i|``
+
+* in float64: with respect to the operator's matrix, as soon as its ``matvec`` is accurate to
+  ``eps sqrt(dim) ||A||`` (true of dense products; for a Hessian-vector product it depends on
+  how well-conditioned the loss's computation is); the floor is ~2e-16 sqrt(dim) ||A||, far
+  below the default ``tol``;
+* in float32: with respect to the exact matrix the float32 operator represents, e.g. the float64
+  matrix it was rounded from (rounding a matrix moves its eigenvalues by at most
+  ``||A - fl(A)||_2 <= ||A - fl(A)||_F <= (eps / 2) ||A||_F <= (eps / 2) sqrt(dim) ||A||_2``,
+  Weyl's inequality, half of ``delta`` at worst), under the same condition on the ``matvec``.
+  ``residuals`` is then never smaller than ``eps sqrt(dim) ||A||_est`` (1.8e-6 ||A|| at
+  ``dim = 240``, 1.2e-4 ||A|| at ``dim = 10^6``).
+
+An operator whose ``matvec`` is much less accurate than that (cancellation in a float32
+Hessian-vector product of an ill-conditioned loss) is outside the certificate; compare with a
+float64 run. ``||A||_est <= ||A||`` only approaches ``||A||`` once the extreme Ritz values have
+converged, so ``delta`` is meaningful for converged runs. Once the pair is isolated from the
+rest of the spectrum by a gap, the error is also ``<= residual^2 / gap`` (Parlett, thm 11.7.1).
 
 Accuracy to expect on well-separated eigenvalues: relative error ~1e-12 in float64 and ~1e-6
-in float32 (residuals bottom out near ``eps * ||A|| * sqrt(steps)``).
+in float32 (the measured residuals bottom out near ``eps * ||A|| * sqrt(steps)``, below the
+floor ``delta`` that the certificates add).
 
 Limitation shared by every single-vector Krylov method: an eigenvalue of multiplicity ``r > 1``
 is seen once until the Krylov space is exhausted (breakdown); the extra copies are then found
 only by the restart vectors. So for exactly repeated eigenvalues inside the wanted set, ask for
 ``num_steps=dim`` or use a block method. Near-repeated (clustered) eigenvalues are resolved.
 
-References: Lanczos (1950); Parlett (1998); Golub & Van Loan, *Matrix Computations* 10.1;
-Ghorbani, Krishnan, Xiao (2019) for the use on neural-network Hessians.
+References: Lanczos (1950); Kahan (1967) and Parlett (1998) for the residual bound; Higham &
+Mary (2019) for the rounding floor; Golub & Van Loan, *Matrix Computations* 10.1; Ghorbani,
+Krishnan, Xiao (2019) for the use on neural-network Hessians.
 """
 
 from __future__ import annotations
@@ -30,7 +68,7 @@ import jax
 import jax.numpy as jnp
 
 from landscape.spectral import _inputs
-from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz
+from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz, safe_norm
 
 __all__ = ["EigshResult", "eigsh", "default_tol"]
 
@@ -44,12 +82,18 @@ class EigshResult(NamedTuple):
       eigenvalues: ``(k,)`` Ritz values; "LA" descending, "SA" ascending, "LM" by descending
         magnitude.
       eigenvectors: ``(dim, k)`` unit Ritz vectors (columns), orthonormal to working precision.
-      residuals: ``(k,)`` explicit ``||A v_i - theta_i v_i||``; bounds ``|lambda - theta_i|``.
-      converged: ``(k,)`` bool, ``residuals <= tol * max|eigenvalues|``.
+      residuals: ``(k,)`` certificates ``(||fl(A v_i) - theta_i v_i|| + rounding_floor) /
+        ||v_i||``: some eigenvalue of ``A`` lies within ``residuals[i]`` of ``eigenvalues[i]``
+        (see the module docstring for what this means in float32 and float64).
+      converged: ``(k,)`` bool, ``residuals <= tol * norm_estimate``.
       residual_estimates: ``(k,)`` the Lanczos estimates ``beta_m |s_{m,i}|`` used to stop.
       num_matvecs: products with ``A`` spent (Lanczos steps plus ``k`` for the check).
       num_steps: Lanczos steps taken.
       tol: the relative tolerance that was used.
+      norm_estimate: ``()`` ``||T||_2 = max |Ritz value|`` over the whole final ``T``, the
+        estimate of ``||A||_2`` that ``tol`` and the floor are relative to.
+      rounding_floor: ``()`` ``delta = eps * sqrt(dim) * norm_estimate``, ``eps`` of the
+        operator's dtype: the allowance for the rounding error of the computed products.
     """
 
     eigenvalues: jax.Array
@@ -60,27 +104,66 @@ class EigshResult(NamedTuple):
     num_matvecs: jax.Array
     num_steps: jax.Array
     tol: float
+    norm_estimate: jax.Array
+    rounding_floor: jax.Array
 
 
-def default_tol(dtype) -> float:
-    """Default relative residual tolerance: 1e-5 for float32 (and narrower), 1e-9 for float64."""
-    return 1e-9 if jnp.finfo(dtype).bits >= 64 else 1e-5
+# tol is never set below this many rounding floors (eps * sqrt(dim)) by default: the
+# certificate cannot go below one floor, and the measured residual needs room under tol.
+_FLOORS_IN_DEFAULT_TOL = 4
 
 
-def eigsh(op, k: int = 5, which: str = "LA", *, key=None, num_steps: int | None = None,
+def default_tol(dtype, dim: int | None = None) -> float:
+    """Default relative tolerance on the certificate, relative to ``||A||``.
+
+    ``1e-5`` for float32 (and narrower), ``1e-9`` for float64; with ``dim`` given, at least
+    ``4 * eps * sqrt(dim)`` (``eps`` of ``dtype``), because the certificate contains the
+    rounding floor ``eps * sqrt(dim) * ||A||``: in float32 this raises the default above
+    ``1e-5`` for ``dim >= 440`` (e.g. ``4.8e-4`` at ``dim = 10^6``); in float64 it never does
+    below ``dim = 10^12``.
+    """
+    base = 1e-9 if jnp.finfo(dtype).bits >= 64 else 1e-5
+    if dim is None:
+        return base
+    floor = float(jnp.finfo(dtype).eps) * float(dim) ** 0.5
+    return max(base, _FLOORS_IN_DEFAULT_TOL * floor)
+
+
+def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = None,
           tol: float | None = None, max_steps: int | None = None, chunk: int = 10,
-          v0=None, warm_noise: float = 1e-3) -> EigshResult:
+          v0=None, warm_noise: float = 1e-3, dim: int | None = None,
+          dtype=None) -> EigshResult:
     """``k`` extreme eigenpairs of the symmetric operator ``op`` by Lanczos.
+
+    Each returned pair comes with a certificate ``residuals[i]``: some eigenvalue ``lambda`` of
+    ``A`` satisfies ``|lambda - eigenvalues[i]| <= residuals[i]``, where
+
+        residuals[i] = (||fl(A v_i) - theta_i v_i|| + eps sqrt(dim) ||T||_2) / ||v_i||
+
+    is measured with one explicit product per pair, in the accumulation dtype, and includes
+    the rounding floor of the computed product (module docstring: in float64 the bound holds
+    for the operator's matrix; in float32 for the exact matrix the float32 operator stands for,
+    both as long as its ``matvec`` is accurate to ``eps sqrt(dim) ||A||``). "Certified" means
+    exactly this bound; ``converged[i]`` means ``residuals[i] <= tol * ||T||_2``, with
+    ``||T||_2 = max |Ritz value|``, the Lanczos estimate of ``||A||_2``. Every test is relative,
+    so scaling ``op`` by any factor ``c`` (1e-18, 1e18, in float32 too) scales eigenvalues and
+    residuals by ``|c|`` and leaves ``converged`` unchanged.
 
     Args:
       op: a ``LinearOperator`` (``op.dim``, ``op.dtype``, ``op.matvec``), e.g.
-        ``curvature.hessian(...)`` or ``MatrixOperator(A)``.
-      k: number of eigenpairs, ``1 <= k <= op.dim``.
+        ``curvature.hessian(...)`` or ``MatrixOperator(A)``; or a bare callable
+        ``matvec(v) -> A v`` on ``(dim,)`` vectors, together with ``dim=``.
+      k: number of eigenpairs, ``1 <= k <= dim``.
       which: "LA" largest algebraic, "SA" smallest algebraic, "LM" largest magnitude.
-      key: ``jax.random`` key for the start vector and breakdown restarts (required).
+      key: ``jax.random`` key for the start vector and breakdown restarts (required,
+        keyword-only).
       num_steps: if given, run exactly this many steps (``k <= num_steps <= dim``) and skip
         the early stop.
-      tol: relative residual tolerance; default ``default_tol(op.dtype)``.
+      tol: relative tolerance on the certificates, relative to ``||T||_2``; default
+        ``default_tol(dtype, dim)`` (1e-5 in float32, 1e-9 in float64, and never below four
+        rounding floors ``4 eps sqrt(dim)``). The certificate includes the floor, so a ``tol`` at
+        or below ``eps sqrt(dim)`` is never met (``converged`` stays False); below
+        ``2 eps sqrt(dim)`` the loop stops once the Lanczos estimates are under the floor.
       max_steps: cap on steps (default ``min(dim, max(10 k, 100))``); the basis buffer holds
         ``max_steps + 1`` vectors of length ``dim``.
       chunk: steps between convergence checks.
@@ -91,11 +174,19 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key=None, num_steps: int | None 
         grow from. The span of a block that moved little is recovered in about ``b`` steps,
         plus the steps needed to damp the noise (tracking during training).
       warm_noise: relative size of that random component (default 1e-3, ``>= 0``).
+      dim: the dimension when ``op`` is a bare callable (must agree with ``op.dim`` otherwise).
+      dtype: the dtype of a bare callable's vectors (default: JAX's default float dtype).
 
     Returns:
-      ``EigshResult``. Wrap in ``jax.jit`` freely; ``op`` is passed as a pytree argument.
+      ``EigshResult`` with ``eigenvalues (k,)``, ``eigenvectors (dim, k)``, ``residuals (k,)``,
+      ``converged (k,)``. Wrap in ``jax.jit`` freely; ``op`` is passed as a pytree argument.
+
+    Raises:
+      TypeError: ``key`` missing or not a PRNG key; ``op`` neither an operator nor callable.
+      ValueError: ``dim`` missing for a callable; ``k``, ``num_steps``, ``max_steps``,
+        ``tol``, ``chunk``, ``v0`` or ``warm_noise`` out of range (the message names it).
     """
-    _inputs.check_operator(op)
+    op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     dim = op.dim
     k = _inputs.check_int(k, "k", low=1, high=dim)
     if which not in _WHICH:
@@ -107,7 +198,7 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key=None, num_steps: int | None 
         default = min(dim, max(10 * k, 100))
         steps = default if max_steps is None else _inputs.check_int(
             max_steps, "max_steps", low=k, high=dim)
-    tol = default_tol(op.dtype) if tol is None else _inputs.check_positive(tol, "tol")
+    tol = default_tol(op.dtype, dim) if tol is None else _inputs.check_positive(tol, "tol")
     chunk = _inputs.check_int(chunk, "chunk", low=1)
     start = _start_vector(v0, dim, op.dtype)
     if not isinstance(warm_noise, int | float) or not warm_noise >= 0:
@@ -133,6 +224,12 @@ def _start_vector(v0, dim, dtype):
     return v0
 
 
+def _floor(op, norm_estimate):
+    """``eps * sqrt(dim) * ||A||_est``: the rounding allowance for one computed product."""
+    eps = jnp.finfo(op.dtype).eps
+    return (eps * op.dim ** 0.5) * norm_estimate
+
+
 @partial(jax.jit, static_argnames=("k", "which", "steps", "tol", "chunk", "fixed", "noise"))
 def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
     dtype = op.dtype
@@ -141,8 +238,9 @@ def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
     if start is None:
         start = rand
     else:
-        scale = noise * jnp.linalg.norm(start) / jnp.linalg.norm(rand)
-        start = start + scale * rand
+        acc = _inputs.accumulation_dtype(dtype)
+        scale = noise * safe_norm(start, acc) / safe_norm(rand, acc)
+        start = start + scale.astype(dtype) * rand
     state = lanczos_init(start, steps, key_loop)
 
     def cond(carry):
@@ -153,8 +251,12 @@ def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
         state, j, _ = carry
         stop = jnp.minimum(jnp.maximum(j + chunk, k), steps)
         state = lanczos_steps(op, state, j, stop)
-        theta, _, est = ritz(state.alpha, state.beta, stop, k, which)
-        done = jnp.all(est <= tol * jnp.max(jnp.abs(theta))) & (not fixed)
+        _, _, est, tnorm = ritz(state.alpha, state.beta, stop, k, which, with_norm=True)
+        # Stop when the certificate (~ estimate + floor) would pass tol; if tol is below two
+        # floors it cannot, and we stop once the estimates are under the floor.
+        floor = _floor(op, tnorm)
+        limit = jnp.maximum(tol * tnorm - floor, floor)
+        done = jnp.all(est <= limit) & (not fixed)
         return state, stop, done
 
     state, size, _ = jax.lax.while_loop(cond, body, (state, jnp.asarray(0), False))
@@ -162,11 +264,16 @@ def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
 
 
 def _finish(op, state, size, k, which, tol):
-    theta, S, est = ritz(state.alpha, state.beta, size, k, which)
+    theta, S, est, tnorm = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
+    acc = theta.dtype
     basis = state.basis[:-1]
     V = jnp.matmul(basis.T, S.astype(basis.dtype), precision=jax.lax.Precision.HIGHEST)
-    V = V / jnp.linalg.norm(V, axis=0)
+    V = V / safe_norm(V, acc, axis=0).astype(V.dtype)
     AV = _inputs.map_matvec(op, V)
-    residuals = jnp.linalg.norm(AV - V * theta.astype(V.dtype), axis=0)
-    converged = residuals <= tol * jnp.max(jnp.abs(theta))
-    return EigshResult(theta, V, residuals, converged, est, size + k, size, tol)
+    # Residual of the returned (stored, nearly unit) vectors against the returned theta, formed
+    # and measured in the accumulation dtype; the floor covers the rounding of fl(A v).
+    R = AV.astype(acc) - V.astype(acc) * theta
+    floor = _floor(op, tnorm).astype(acc)
+    residuals = (safe_norm(R, acc, axis=0) + floor) / safe_norm(V, acc, axis=0)
+    converged = residuals <= tol * tnorm
+    return EigshResult(theta, V, residuals, converged, est, size + k, size, tol, tnorm, floor)

@@ -19,7 +19,10 @@ start vector lies in a few eigenspaces) is handled by continuing with a fresh ra
 orthogonal to the basis and recording ``beta_j = 0``, so ``T`` stays exact and block-diagonal.
 
 Coefficients are accumulated in float64 when x64 is enabled (see ``_inputs.accumulation_dtype``)
-with ``Precision.HIGHEST`` dot products.
+with ``Precision.HIGHEST`` dot products. Norms (``beta_j``, the start vector) are taken after an
+exact power-of-two rescaling (``safe_norm``) and ``T`` is rescaled the same way before its
+eigendecomposition, so that scaling the operator by any factor (1e-18, 1e18) in float32 neither
+underflows nor overflows and changes the coefficients only by that factor.
 
 References: Lanczos (1950); Paige (1976); Golub & Van Loan, *Matrix Computations*, sec. 10.1.
 """
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 
 from landscape.spectral._inputs import accumulation_dtype, dot
 
-__all__ = ["LanczosState", "lanczos_init", "lanczos_steps", "tridiagonal", "ritz"]
+__all__ = ["LanczosState", "lanczos_init", "lanczos_steps", "tridiagonal", "ritz", "safe_norm"]
 
 
 class LanczosState(NamedTuple):
@@ -57,10 +60,29 @@ class LanczosState(NamedTuple):
     key: jax.Array
 
 
+def safe_norm(x, acc, axis=None):
+    """Euclidean norm of ``x`` (``(dim,)``, or along ``axis`` of an array) accumulated in ``acc``.
+
+    ``x`` is first multiplied by ``2^-e`` with ``2^(e-1) <= max|x| < 2^e``, which is exact in
+    binary floating point, so the sum of squares can neither overflow nor underflow (a float32
+    vector with entries ~1e20 or ~1e-20 has squares outside float32's range), and the result
+    equals ``sqrt(sum x_i^2)`` computed without scaling whenever the latter does not over- or
+    underflow. The sum is a ``Precision.HIGHEST`` dot product in dtype ``acc``.
+    """
+    _, e = jnp.frexp(jnp.max(jnp.abs(x), axis=axis, keepdims=axis is not None))
+    xs = jnp.ldexp(x, -e)
+    if axis is None:
+        sq = dot(xs, xs, acc)
+    else:
+        sq = jnp.sum(jnp.square(xs.astype(acc)), axis=axis, keepdims=True)
+    out = jnp.ldexp(jnp.sqrt(sq), e)
+    return out if axis is None else jnp.squeeze(out, axis)
+
+
 def lanczos_init(v0, num_steps: int, key, *, full_reorthogonalization: bool = True):
     """Start state for ``num_steps`` steps from the (nonzero) vector ``v0`` of shape ``(dim,)``."""
     acc = accumulation_dtype(v0.dtype)
-    q0 = v0 / jnp.sqrt(dot(v0, v0, acc)).astype(v0.dtype)
+    q0 = v0 / safe_norm(v0, acc).astype(v0.dtype)
     rows = num_steps + 1 if full_reorthogonalization else 2
     basis = jnp.zeros((rows, v0.shape[0]), v0.dtype)
     basis = basis.at[0 if full_reorthogonalization else 1].set(q0)
@@ -88,7 +110,7 @@ def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
     w = w - a_j.astype(w.dtype) * q - beta_prev.astype(w.dtype) * q_prev
     if full:
         w = _orthogonalize(basis, w, acc)
-    b_j = jnp.sqrt(dot(w, w, acc))
+    b_j = safe_norm(w, acc)
     anorm = jnp.maximum(anorm, jnp.abs(a_j) + b_j + beta_prev)
     eps = jnp.finfo(w.dtype).eps
     broke = b_j <= 10 * eps * jnp.maximum(anorm, jnp.finfo(acc).tiny)
@@ -96,7 +118,7 @@ def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
         fresh = jax.random.normal(jax.random.fold_in(key, j), w.shape, w.dtype)
         if full:
             fresh = _orthogonalize(basis, fresh, acc)
-        norm = jnp.sqrt(dot(fresh, fresh, acc))
+        norm = safe_norm(fresh, acc)
         return fresh / jnp.maximum(norm, jnp.finfo(acc).tiny).astype(w.dtype)
 
     def proceed(_):
@@ -137,17 +159,29 @@ def tridiagonal(alpha, beta, size=None):
     return T, active
 
 
-def ritz(alpha, beta, size, k: int, which: str):
+def ritz(alpha, beta, size, k: int, which: str, *, with_norm: bool = False):
     """Ritz values/vectors of the active ``size x size`` block of ``T``, the ``k`` wanted ones.
 
     Returns ``(theta (k,), S (m, k), estimates (k,))`` where the columns of ``S`` are the
     eigenvectors of ``T`` (zero outside the active block) and ``estimates`` are the Lanczos
     residual estimates ``|beta_{size-1} * S[size-1, i]|`` (exact in exact arithmetic:
     ``||A Q s - theta Q s|| = beta_{size-1} |s_last|``). ``which``: "LA" descending, "SA"
-    ascending, "LM" descending ``|theta|``.
+    ascending, "LM" descending ``|theta|``. With ``with_norm=True`` a fourth output is added:
+    ``max_i |theta_i|`` over *all* Ritz values of the active block, ``= ||T||_2``, a lower bound
+    on ``||A||_2`` that reaches it as the extreme Ritz values converge (they converge first).
+
+    ``T`` is multiplied by an exact power of two ``2^-e`` (``2^(e-1) <= max|T_ij| < 2^e``) before
+    ``eigh`` and the eigenvalues by ``2^e`` after, so the eigensolver always sees entries of
+    order one whatever the scale of the operator.
     """
-    T, active = tridiagonal(alpha, beta, size)
+    m = alpha.shape[0]
+    live = jnp.arange(m) < size
+    big = jnp.maximum(jnp.max(jnp.where(live, jnp.abs(alpha), 0.0)),
+                      jnp.max(jnp.where(live, jnp.abs(beta), 0.0)))
+    _, e = jnp.frexp(big)
+    T, active = tridiagonal(jnp.ldexp(alpha, -e), jnp.ldexp(beta, -e), size)
     evals, evecs = jnp.linalg.eigh(T)
+    evals = jnp.ldexp(evals, e)
     mass = jnp.sum(jnp.where(active[:, None], evecs**2, 0.0), axis=0)
     real = mass > 0.5
     score = {"LA": evals, "SA": -evals, "LM": jnp.abs(evals)}[which]
@@ -157,4 +191,6 @@ def ritz(alpha, beta, size, k: int, which: str):
     S = jnp.where(active[:, None], evecs[:, order], 0.0)
     last = jnp.maximum(size - 1, 0)
     estimates = jnp.abs(beta[last] * S[last])
-    return theta, S, estimates
+    if not with_norm:
+        return theta, S, estimates
+    return theta, S, estimates, jnp.max(jnp.where(real, jnp.abs(evals), 0.0))

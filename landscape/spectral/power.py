@@ -48,18 +48,25 @@ class PowerIterationResult(NamedTuple):
     num_matvecs: jax.Array
 
 
-def power_iteration(op, k: int = 1, key=None, tol: float = 1e-3,
-                    max_iter: int = 100) -> PowerIterationResult:
+def power_iteration(op, k: int = 1, *, key, tol: float = 1e-3, max_iter: int = 100,
+                    dim: int | None = None, dtype=None) -> PowerIterationResult:
     """Top-``k`` (by magnitude) eigenpairs by PyHessian's deflated power iteration.
 
     Args:
-      op: a ``LinearOperator``.
+      op: a ``LinearOperator``, or a bare callable ``matvec(v) -> A v`` on ``(dim,)`` vectors
+        together with ``dim=``.
       k: number of eigenpairs (``1 <= k <= dim``).
-      key: ``jax.random`` key for the Gaussian start vectors.
+      key: ``jax.random`` key for the Gaussian start vectors (required, keyword-only).
       tol: PyHessian's relative-change tolerance on the Rayleigh quotient (default 1e-3).
       max_iter: products per eigenvalue at most (default 100).
+      dim: the dimension when ``op`` is a bare callable.
+      dtype: the dtype of a bare callable's vectors (default: JAX's default float dtype).
+
+    Returns:
+      ``PowerIterationResult``: ``eigenvalues (k,)``, ``eigenvectors (dim, k)``,
+      ``residuals (k,)``, ``num_iterations (k,)``, ``num_matvecs``.
     """
-    _inputs.check_operator(op)
+    op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     k = _inputs.check_int(k, "k", low=1, high=op.dim)
     _inputs.check_key(key)
     tol = _inputs.check_positive(tol, "tol")
