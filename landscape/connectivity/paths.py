@@ -177,8 +177,9 @@ def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, a
         start at 0, end at 1 and increase).
       batch_size: examples per scanned batch (``None``: the whole dataset at once).
       chunk_size: alphas evaluated together under ``vmap`` (default ``None``: one at a time
-        in a compiled ``lax.map`` loop, which was as fast or faster on CPU in
-        ``benchmarks/connectivity_vs_numpy.py``). Memory grows with ``chunk_size * batch_size``.
+        in a compiled ``lax.map`` loop, the smallest memory; whether chunks are faster depends
+        on the machine: measure with ``benchmarks/connectivity_vs_numpy.py``). Memory grows
+        with ``chunk_size * batch_size``.
       state_policy: ``"interpolate"`` or ``"recompute"`` (then ``recompute_state(params, state,
         dataset) -> state`` is called at each alpha, starting from the lerped state).
 
