@@ -13,10 +13,20 @@ For each dataset (MNIST-1D, scikit-learn digits) and hidden width, ``2 * num_pai
   permutation with the lowest midpoint loss on those examples;
 * ``wm_repair``: WM, then REPAIR (Jordan et al. 2023) at every alpha of a coarser grid.
 
-Barrier: ``max_minus_mean`` of the test loss and of the test error. Expected (REFERENCES.md):
-the naive barrier stays large as width grows, the aligned barriers fall toward zero, REPAIR
-lowers them further, and STE, which optimises the midpoint directly, beats WM (Ainsworth et
-al.'s ordering).
+Barrier: ``max_minus_mean`` of the test loss and of the test error.
+
+What the papers report (on their own networks and data; whether it holds here is what this
+experiment measures, and the README says where it does not):
+
+* Ainsworth, Hayase, Srinivasa, "Git Re-Basin: Merging Models modulo Permutation Symmetries"
+  (ICLR 2023): without alignment the barrier stays large as width grows; after weight or
+  activation matching it falls toward zero with width; STE, which optimises the midpoint
+  directly, gives lower barriers than weight matching.
+* Jordan, Sedghi, Saukh, Entezari, Neyshabur, "REPAIR: REnormalizing Permuted Activations for
+  Interpolation Repair" (ICLR 2023): interpolated deep networks suffer a collapse in the
+  variance of their activations, and rescaling the interpolated network's preactivations to
+  the endpoints' statistics lowers the barrier left after neuron alignment further (60-100%
+  relative reduction across the architectures and tasks they test, on CIFAR-10 and ImageNet).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["STYLE", "COLORS", "figure", "save", "band", "label_panels"]
+__all__ = ["STYLE", "COLORS", "figure", "save", "band", "label_panels", "headroom",
+           "smoothed_density"]
 
 COLORS = ["#1b6ca8", "#d1495b", "#66a182", "#edae49", "#8d6a9f", "#00798c", "#3d3d3d", "#f28f3b"]
 
@@ -38,11 +39,12 @@ STYLE = {
 }
 
 
-def figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.2, height: float = 2.6, **kw):
+def figure(*, nrows: int = 1, ncols: int = 1, width: float = 3.2, height: float = 2.6, **kw):
     """A new figure in the house style with ``nrows x ncols`` panels of ``width x height`` inches.
 
-    Returns ``(fig, axes)`` where ``axes`` is always a 2-D array ``(nrows, ncols)`` flattened to
-    1-D when either dimension is 1.
+    ``nrows`` and ``ncols`` are keyword-only, so no positional call can swap them (they mean
+    what they mean in ``plt.subplots(nrows, ncols)``). Returns ``(fig, axes)`` where ``axes`` is
+    always a 2-D array ``(nrows, ncols)`` flattened to 1-D when either dimension is 1.
     """
     plt.rcParams.update(STYLE)
     fig, axes = plt.subplots(
@@ -80,3 +82,33 @@ def label_panels(axes: Iterable, start: str = "a") -> None:
     for i, ax in enumerate(axes):
         ax.text(-0.02, 1.04, f"({chr(ord(start) + i)})", transform=ax.transAxes,
                 fontweight="bold", va="bottom", ha="right")
+
+
+def headroom(ax, fraction: float = 0.25) -> None:
+    """Raise the top of ``ax``'s y-axis so that its top ``fraction`` holds no data.
+
+    Gives an upper legend room above every curve without touching the bottom of the axis or the
+    data. Call it after drawing; linear and log y-axes.
+    """
+    bottom, top = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        lo, hi = np.log10(bottom), np.log10(top)
+        ax.set_ylim(bottom, 10 ** ((hi - fraction * lo) / (1 - fraction)))
+    elif ax.get_yscale() == "linear":
+        ax.set_ylim(bottom, (top - fraction * bottom) / (1 - fraction))
+    else:
+        raise ValueError(f"headroom handles linear and log y-axes, not {ax.get_yscale()!r}")
+
+
+def smoothed_density(nodes, weights, grid, sigma: float) -> np.ndarray:
+    """Gaussian-smoothed spectral density of quadrature ``(nodes, weights)`` on ``grid``.
+
+    ``nodes`` and ``weights`` have shape ``(num_probes, num_nodes)`` (as stored by
+    ``spectral.density``); each probe's density ``sum_i w_i N(x; theta_i, sigma^2)`` is evaluated
+    at every point of the 1-D ``grid`` and the probes are averaged. NumPy only; the arrays keep
+    their dtype. Returns an array of ``grid``'s length.
+    """
+    nodes, weights, grid = np.asarray(nodes), np.asarray(weights), np.asarray(grid)
+    z = (grid[:, None, None] - nodes[None]) / sigma
+    kern = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
+    return np.mean(np.sum(kern * weights[None], axis=-1), axis=-1)

@@ -20,7 +20,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["barrier_vs_training"]
     cfg = res.config
     m: Metrics = res.metrics
-    fig, axes = plotting.figure(2, 1, width=3.3, height=2.6)
+    fig, axes = plotting.figure(ncols=2, width=3.3, height=2.6)
     steps = np.maximum(np.asarray(m["steps"]), 1)
     ax = axes[0]
     ax.plot(steps, m["naive_loss"], "o-", label="no alignment")

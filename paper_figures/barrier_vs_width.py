@@ -1,7 +1,8 @@
 """Figure: linear-path barrier vs width, without alignment and after WM, AM, STE, WM+REPAIR.
 
 One column per dataset: (top) test-loss barrier, (bottom) test-error barrier, ``max_minus_mean``,
-mean over pairs with a +-1 std band, log-2 width axis.
+mean over pairs with a +-1 std band, log-2 width axis. Every panel has its own legend, above
+the curves.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     cfg = res.config
     m: Metrics = res.metrics
     datasets, widths, methods = list(cfg["datasets"]), np.asarray(cfg["widths"]), m["methods"]
-    fig, axes = plotting.figure(len(datasets), 2, width=3.3, height=2.5)
+    fig, axes = plotting.figure(nrows=2, ncols=len(datasets), width=3.3, height=2.7)
     axes = np.asarray(axes).reshape(2, len(datasets))
     for j, d in enumerate(datasets):
         for row, (key, name) in enumerate((("barrier_loss", "loss"), ("barrier_error", "error"))):
@@ -41,7 +42,9 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
             ax.axhline(0, color="k", lw=0.6)
             ax.set_xlabel("hidden width")
             ax.set_ylabel(f"test {name} barrier")
-            ax.set_title(f"{d}, depth {cfg['depth']}")
-    axes[-1, -1].legend()
+            pairs = f"{cfg['num_pairs']} pair" + ("s" if cfg["num_pairs"] != 1 else "")
+            ax.set_title(f"{d}, depth {cfg['depth']}: mean ± std over {pairs}", fontsize=8)
+            plotting.headroom(ax, 0.3)  # the legend sits above the curves
+            ax.legend(fontsize=6, ncol=2, loc="upper center")
     plotting.label_panels(axes.ravel())
     return plotting.save(fig, out_dir, "barrier_vs_width")

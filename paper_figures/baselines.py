@@ -23,7 +23,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     cfg = res.config
     metrics: Metrics = res.metrics
     datasets, models = cfg["datasets"], cfg["models"]
-    fig, axes = plotting.figure(2, 1, width=3.6, height=2.8)
+    fig, axes = plotting.figure(ncols=2, width=3.6, height=2.8)
     ax = axes[0]
     width = 0.8 / len(models)
     for j, model in enumerate(models):
@@ -49,8 +49,9 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
             line = plotting.band(ax, runs[0]["curve_step"], curves, color=plotting.COLORS[j])
             line.set_linestyle(style)
             line.set_label(f"{model} / {d}")
-    ax.set_xlabel("step")
+    ax.set_xlabel("Adam step")
     ax.set_ylabel("test accuracy")
+    ax.set_title(f"mean ± std over {cfg['num_seeds']} seed(s)")
     ax.legend(ncol=2, fontsize=7)
     plotting.label_panels(axes)
     return plotting.save(fig, out_dir, "baselines")

@@ -1,11 +1,13 @@
 """Figure: Hessian/GGN outliers track the number of classes; the bulk moves with the width.
 
 (a) Top eigenvalues of the Hessian at the widest network, one curve per number of classes C
-(dotted verticals at index C). (b) Outlier count (last-gap rule) against C for the Hessian
-(filled) and the GGN (open), one colour per width, with the lines count = C and C - 1; small dots
-are the counts of every seed.
+(dotted verticals between index C and C + 1, explained in the legend). (b) Outlier count
+(last-gap rule) against C for the Hessian (filled) and the GGN (open), one colour per width,
+with the lines count = C and C - 1; small dots are the counts of every seed.
 (c) SLQ spectral density of the Hessian for the largest C, one curve per width (Gaussian
-smoothing of width 2% of the largest node). (d) Overlap (mean squared cosine of principal
+smoothing of width 2% of the largest node), on a log axis cut at ``DENSITY_FLOOR`` where a
+density falls below it: a curve that leaves through the bottom edge has fallen below the floor
+(the axis label says so). (d) Overlap (mean squared cosine of principal
 angles) between the top-C eigenspace and the span of the class-mean gradients.
 """
 
@@ -21,12 +23,7 @@ from landscape import plotting
 from landscape.experiment import Result
 
 EXPERIMENTS = ("hessian_outliers",)
-
-
-def _pdf(nodes, weights, grid, sigma):
-    z = (grid[:, None, None] - nodes[None]) / sigma
-    kern = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
-    return np.mean(np.sum(kern * weights[None], axis=-1), axis=-1)
+DENSITY_FLOOR = 1e-6  # bottom of the density axis in (c)
 
 
 def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
@@ -35,7 +32,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     metrics: Metrics = res.metrics
     classes, widths = list(cfg["num_classes"]), list(cfg["widths"])
     runs, summary = metrics["runs"], metrics["summary"]
-    fig, axes = plotting.figure(2, 2, width=3.4, height=2.7)
+    fig, axes = plotting.figure(nrows=2, ncols=2, width=3.4, height=2.7)
     axes = np.asarray(axes).ravel()
 
     ax = axes[0]
@@ -50,6 +47,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
             label=f"C={c}",
         )
         ax.axvline(c + 0.5, color=plotting.COLORS[j], ls=":", lw=1)
+    ax.plot([], [], color="0.4", ls=":", lw=1, label="dotted: between\nindex C and C + 1")
     ax.set_xlabel("eigenvalue index")
     ax.set_ylabel("Hessian eigenvalue")
     ax.set_title(f"top eigenvalues, width {widths[-1]}")
@@ -82,19 +80,26 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     top = max(float(np.max(runs[run_key(c, w)]["hessian"]["density_nodes"])) for w in widths)
     bottom = min(float(np.min(runs[run_key(c, w)]["hessian"]["density_nodes"])) for w in widths)
     grid = np.linspace(bottom - 0.05 * top, 1.05 * top, 600)
+    lowest, peak = np.inf, 0.0
     for j, w in enumerate(widths):
         r = runs[run_key(c, w)]["hessian"]
-        pdf = _pdf(
+        pdf = plotting.smoothed_density(
             np.asarray(r["density_nodes"]), np.asarray(r["density_weights"]), grid, 0.02 * top
         )
-        ax.semilogy(
+        lowest, peak = min(lowest, float(np.min(pdf))), max(peak, float(np.max(pdf)))
+        ax.semilogy(  # below the floor the curve leaves through the bottom edge of the axis
             grid,
-            np.maximum(pdf, 1e-6),
+            np.maximum(pdf, DENSITY_FLOOR / 100),
             color=plotting.COLORS[j],
             label=f"width {w} (P={runs[run_key(c, w)]['num_params']})",
         )
+    ylabel = "density (SLQ)"
+    if lowest < DENSITY_FLOOR:  # cut the axis at the floor, and say so
+        lo, hi = np.log10(DENSITY_FLOOR), np.log10(peak)
+        ax.set_ylim(DENSITY_FLOOR, 10 ** (hi + 0.05 * (hi - lo)))  # top: matplotlib's margin
+        ylabel += f", cut at $10^{{{round(lo)}}}$"
     ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (SLQ)")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"Hessian spectral density, C={c}")
     ax.legend(fontsize=7)
 

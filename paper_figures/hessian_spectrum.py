@@ -7,10 +7,12 @@ is mapped to ``s = asinh(theta / c)`` with ``c = display_tau * lambda_max`` (``l
 the largest final Hessian eigenvalue of that row), which is linear for ``|theta| << c`` and
 logarithmic beyond, so the bulk near zero, the negative tail and the outliers are all visible;
 the density of ``s`` is smoothed with a Gaussian of width ``display_sigma`` (both from the
-config) and drawn on a log y-axis. Tick labels show ``theta``.
+config) and drawn on a log y-axis cut at ``DENSITY_FLOOR`` (a curve that leaves through the
+bottom edge has fallen below it; the axis label says so). Tick labels show ``theta``.
 (right) The top-k eigenvalues by Lanczos, with error bars equal to the explicit residuals
 ``||Av - theta v||`` (the certified eigenvalue error; mostly smaller than the markers), on a
 log y-axis (symmetric-log if any is negative).
+Every panel has its own legend (colour: operator; line style or marker fill: init/trained).
 """
 
 from __future__ import annotations
@@ -33,12 +35,7 @@ _SERIES = (  # (time, operator, label, colour index, filled)
     ("init", "ggn", "GGN, init", 1, False),
     ("final", "ggn", "GGN, trained", 1, True),
 )
-
-
-def _smoothed(s_nodes, weights, grid, sigma):
-    z = (grid[:, None, None] - s_nodes[None]) / sigma
-    kern = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
-    return np.mean(np.sum(kern * weights[None], axis=-1), axis=-1)
+DENSITY_FLOOR = 1e-4  # bottom of the density axis
 
 
 def _ticks(ax, scale, s_lo, s_hi):
@@ -60,15 +57,20 @@ def _density_panel(ax, run: Run, cfg):
     lo = min(float(n.min()) for n in nodes) - 1.0
     hi = max(float(n.max()) for n in nodes) + 1.0
     grid = np.linspace(lo, hi, 800)
+    lowest = np.inf
     for (t, o, label, c, filled), s in zip(_SERIES, nodes):
         w = np.asarray(run[t][o]["density_weights"])
-        pdf = _smoothed(s, w, grid, cfg["display_sigma"])
+        pdf = plotting.smoothed_density(s, w, grid, cfg["display_sigma"])
+        lowest = min(lowest, float(np.min(pdf)))
         ax.semilogy(grid, np.maximum(pdf, 1e-6), color=plotting.COLORS[c],
                     ls="-" if filled else "--", lw=1.2, label=label)
-    ax.set_ylim(1e-4, None)
+    ax.set_ylim(DENSITY_FLOOR, None)
+    plotting.headroom(ax, 0.25)  # the legend sits above the curves
     _ticks(ax, scale, lo, hi)
     ax.set_xlabel(r"eigenvalue $\lambda$ (asinh axis)")
-    ax.set_ylabel("density")
+    cut = f", cut at $10^{{{round(np.log10(DENSITY_FLOOR))}}}$" if lowest < DENSITY_FLOOR else ""
+    ax.set_ylabel("density" + cut)
+    ax.legend(fontsize=6, ncol=2, loc="upper center")
 
 
 def _eigen_panel(ax, run: Run, cfg):
@@ -88,6 +90,7 @@ def _eigen_panel(ax, run: Run, cfg):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(f"index (top {cfg['top_k']}, Lanczos)")
     ax.set_ylabel(r"eigenvalue $\pm$ residual")
+    ax.legend(fontsize=6, ncol=2, loc="best")
 
 
 def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
@@ -96,7 +99,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     metrics: Metrics = res.metrics
     runs = metrics["runs"]
     names = list(cfg["runs"])
-    fig, axes = plotting.figure(2, len(names), width=3.4, height=2.5)
+    fig, axes = plotting.figure(nrows=len(names), ncols=2, width=3.4, height=2.5)
     axes = np.asarray(axes).reshape(len(names), 2)
     for row, name in enumerate(names):
         run = runs[name]
@@ -105,8 +108,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
         title = (f"{name.replace('_', ' ')} (P={run['num_params']}, "
                  f"test acc {run['test_accuracy']:.2f})")
         axes[row, 0].set_title(title, fontsize=8)
-        axes[row, 1].set_title(f"top eigenvalues, {cfg['curvature_examples']} examples",
-                               fontsize=8)
-    axes[0, 0].legend(fontsize=6, loc="upper right")
+        axes[row, 1].set_title(f"{name.replace('_', ' ')}: top eigenvalues, "
+                               f"{cfg['curvature_examples']} examples", fontsize=8)
     plotting.label_panels(axes.ravel())
     return plotting.save(fig, out_dir, "hessian_spectrum")

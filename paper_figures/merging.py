@@ -20,7 +20,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["merging"]
     cfg = res.config
     m: Metrics = res.metrics
-    fig, axes = plotting.figure(2, 1, width=3.4, height=2.7)
+    fig, axes = plotting.figure(ncols=2, width=3.4, height=2.7)
     ax = axes[0]
     factors = np.asarray(cfg["pleas_factors"])
     ax.plot(factors, m["pleas"], "o-", color=plotting.COLORS[5], label="PLeaS")
@@ -32,13 +32,15 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     ax.set_xlabel("merged width / original width")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"two models, {cfg['dataset']}, width {cfg['width']}")
-    ax.legend(fontsize=6)
+    plotting.headroom(ax, 0.3)  # the legend sits above every line
+    ax.legend(fontsize=6, ncol=2, loc="upper center")
     ax = axes[1]
     ax.plot(m["num_merged"], m["multi_average"], "o-", label="plain average")
     ax.plot(m["num_merged"], m["multi_wm"], "s-", label="WM to a common reference")
     ax.set_xlabel("models merged")
     ax.set_ylabel("test accuracy")
     ax.set_xticks(np.asarray(m["num_merged"]))
+    ax.set_title(f"m models, {cfg['dataset']}, width {cfg['width']}")
     ax.legend()
     plotting.label_panels(axes)
     return plotting.save(fig, out_dir, "merging")

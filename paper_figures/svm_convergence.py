@@ -2,7 +2,8 @@
 
 (a) corr(W_t, W_mm) against the step, mean and band over seeds, for W (against the Frobenius
 solution) and (K, Q) (against the nuclear-norm solution); dashed: each run against the *other*
-norm's solution. (b) Softmax mass on the selected tokens. (c) Ridge ablation for (K, Q).
+norm's solution; dotted: the convergence threshold. (b) Softmax mass on the selected tokens.
+(c) Ridge ablation for (K, Q).
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     cfg = res.config
     m: Metrics = res.metrics
     steps = np.asarray(m["steps"])
-    fig, axes = plotting.figure(3, 1, width=3.2, height=2.6)
+    fig, axes = plotting.figure(ncols=3, width=3.2, height=2.6)
     ax = axes[0]
-    plotting.band(ax, steps, m["corr_W"], label="W vs Frobenius SVM", color=plotting.COLORS[0])
-    plotting.band(ax, steps, m["corr_KQ"], label="(K,Q) vs nuclear SVM", color=plotting.COLORS[1])
+    plotting.band(ax, steps, m["corr_W"], label="W vs Frobenius SVM (mean ± std)",
+                  color=plotting.COLORS[0])
+    plotting.band(ax, steps, m["corr_KQ"], label="(K,Q) vs nuclear SVM (mean ± std)",
+                  color=plotting.COLORS[1])
     ax.plot(steps, np.mean(m["cross_W_to_nuc"], 0), "--", color=plotting.COLORS[0], lw=1,
-            label="W vs nuclear SVM")
+            label="W vs nuclear SVM (mean)")
     ax.plot(steps, np.mean(m["cross_KQ_to_fro"], 0), "--", color=plotting.COLORS[1], lw=1,
-            label="(K,Q) vs Frobenius SVM")
-    ax.axhline(cfg["threshold"], color="0.5", lw=0.8, ls=":")
+            label="(K,Q) vs Frobenius SVM (mean)")
+    ax.axhline(cfg["threshold"], color="0.5", lw=0.8, ls=":",
+               label=f"threshold {cfg['threshold']:g}")
     ax.set_ylim(0.5, 1.005)
     ax.set_xlabel("normalised-GD step")
     ax.set_ylabel(r"corr$(W_t, W^{mm})$")

@@ -31,7 +31,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     ok = (np.asarray(m["feasible"], bool)
           & np.asarray(m["set_stable_at_threshold_over_10"], bool))
     get = lambda k: np.asarray(m[k], float)[ok][:, 1:]  # noqa: E731
-    fig, axes = plotting.figure(3, 1, width=3.2, height=2.6)
+    fig, axes = plotting.figure(ncols=3, width=3.2, height=2.6)
     ax = axes[0]
     if ok.any():
         plotting.band(ax, steps, get("corr_growth"), label=r"growth of $W_\perp$ over a decade")
@@ -43,7 +43,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     ax.set_ylabel(r"corr with general SVM $W^{mm}(\mathcal{O})$")
     ax.set_title(f"ReLU head width {cfg['head_width']}; {ok.sum()}/{len(ok)} seeds")
     if ok.any():
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, title="mean ± std over seeds", title_fontsize=6)
     ax = axes[1]
     if ok.any():
         plotting.band(ax, steps, get("norm_perp"), label=r"$\|W_\perp\|$")
@@ -52,7 +52,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     ax.set_xlabel("GD step t")
     ax.set_ylabel("Frobenius norm")
     if ok.any():
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="mean ± std over seeds", title_fontsize=7)
     ax = axes[2]
     positive = lambda v: np.where((v > 0) & np.isfinite(v), v, np.nan)  # noqa: E731
     mass_out, mass_in = positive(get("mass_out")), positive(get("mass_in_min"))
@@ -67,6 +67,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
         ax.set_yscale("log")
     ax.set_xlabel("GD step t")
     ax.set_ylabel("softmax weight")
+    ax.set_title("one colour per seed")
     ax.legend(fontsize=6)
     plotting.label_panels(axes)
     return plotting.save(fig, out_dir, "svm_nonlinear")

@@ -23,7 +23,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     cfg = res.config
     m: Metrics = res.metrics
     ds = np.asarray(cfg["ds"])
-    fig, axes = plotting.figure(2, 1, width=3.3, height=2.6)
+    fig, axes = plotting.figure(ncols=2, width=3.3, height=2.6)
     for j, n in enumerate(cfg["ns"]):
         row, color = m["per_n"][str(n)], plotting.COLORS[j]
         axes[0].plot(ds, np.asarray(row["rank_fro_mean"], float), "o-", color=color,
@@ -32,6 +32,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
                      label=f"n={n} nuclear")
         axes[0].axhline(n, color=color, lw=0.8, ls=":")
         axes[1].plot(ds, row["infeasible_fraction"], "o-", color=color, label=f"n={n}")
+    axes[0].plot([], [], color="0.4", lw=0.8, ls=":", label="bound rank = n")
     axes[0].set_xlabel("d")
     axes[0].set_ylabel("rank of W_mm")
     axes[0].set_title(f"T={cfg['T']}; mean over feasible draws of {cfg['num_draws']}")
@@ -39,6 +40,7 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     axes[1].set_xlabel("d")
     axes[1].set_ylabel("fraction of infeasible draws")
     axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title(f"T={cfg['T']}; {cfg['num_draws']} draws per point")
     axes[1].legend()
     plotting.label_panels(axes)
     return plotting.save(fig, out_dir, "svm_rank")
