@@ -24,9 +24,15 @@ together with ``hyperparams={"learning_rate": eta, ...}``: the factory is called
 compiled loop on traced hyperparameters, so a sweep over learning rates compiles once, and
 :func:`run_steps` can be ``jax.vmap``-ed over learning rates or seeds.
 
+**Custom data order.** :func:`run_steps` takes ``batch_fn(dataset, step, key) -> batch`` in
+place of the default order (:func:`batch_at`), e.g. to draw fresh synthetic examples at every
+step from per-step keys held in ``dataset``; like the default it must be a pure function of
+``(dataset, step, key)``.
+
 **Probes.** A :class:`Probe` is a measurement that runs inside the compiled loop every
 ``every`` steps (at steps ``t = 0, every, 2 every, ...``, on the parameters *before* the update
-of step ``t``) and whose outputs are recorded per step: ``result.trace[name]`` is a pytree of
+of step ``t``, after that step's loss and gradient are evaluated; ``ctx.loss`` is the loss of
+step ``t``) and whose outputs are recorded per step: ``result.trace[name]`` is a pytree of
 arrays with a leading record axis and ``result.trace_steps[name]`` the steps they were taken
 at. A probe carries its own state from one call to the next (e.g. the previous top eigenvector
 for a warm start), and holds arrays it needs (e.g. the full dataset) as its ``data`` field,
@@ -91,6 +97,9 @@ class ProbeContext(NamedTuple):
       key: a PRNG key for this probe call, ``fold_in(fold_in(key, PROBE_SALT), t)``.
       data: the probe's own ``data`` field (e.g. the full dataset or a fixed subset).
       hyperparams: the traced hyperparameters of the run (``{}`` for a fixed optimizer).
+      loss: the loss of step ``t``, ``loss_fn(params, batch)``: the value whose gradient the
+        update of step ``t`` applies (so a probe with ``every=1`` recording it gives the
+        per-step training losses without a second forward pass).
     """
 
     step: jax.Array
@@ -101,6 +110,7 @@ class ProbeContext(NamedTuple):
     key: jax.Array
     data: Any
     hyperparams: Any
+    loss: Any = None
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["data"],
@@ -202,16 +212,42 @@ class _Spec(NamedTuple):
     stateful: bool
     probe_names: tuple[str, ...]
     rows: tuple[int, ...]  # record rows per probe per chunk
+    batch_fn: Callable | None = None  # custom data order (run_steps)
+
+
+def _sample(spec: _Spec, dataset, step, key):
+    """The batch of ``step``: ``spec.batch_fn`` if given, else :func:`batch_at`."""
+    if spec.batch_fn is not None:
+        return spec.batch_fn(dataset, step, key)
+    return batch_at(dataset, step, key, spec.batch_size)
+
+
+def _value_and_grad(spec: _Spec, st: TrainState, batch, drop_key):
+    """``(loss, grads, new model state)`` of one step at ``st`` on ``batch``."""
+    if spec.stateful:
+        k = jax.random.fold_in(drop_key, st.step)
+        (loss, new_ms), grads = jax.value_and_grad(spec.loss_fn, has_aux=True)(
+            st.params, batch, st.model_state, k)
+        return loss, grads, new_ms
+    loss, grads = jax.value_and_grad(spec.loss_fn)(st.params, batch)
+    return loss, grads, st.model_state
 
 
 def _record_shapes(spec: _Spec, probes, probe_states, state, dataset, key, hyperparams):
     """Abstract record shapes of each probe (for the per-chunk buffers)."""
-    batch = jax.eval_shape(lambda: batch_at(dataset, state.step, key, spec.batch_size))
+    if not spec.probe_names:
+        return {}
+    batch = jax.eval_shape(lambda: _sample(spec, dataset, state.step, key))
+    if spec.stateful:
+        loss = jax.eval_shape(lambda b: spec.loss_fn(state.params, b, state.model_state, key)[0],
+                              batch)
+    else:
+        loss = jax.eval_shape(lambda b: spec.loss_fn(state.params, b), batch)
     out = {}
     for name in spec.probe_names:
         pr = probes[name]
         ctx = ProbeContext(state.step, state.params, state.opt_state, state.model_state, batch,
-                           key, pr.data, hyperparams)
+                           key, pr.data, hyperparams, loss)
         out[name] = jax.eval_shape(pr.fn, ctx, probe_states[name])[0]
     return out
 
@@ -229,18 +265,12 @@ def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, pr
 
     def one_step(st: TrainState, pstates, bufs):
         data_key, drop_key = jax.random.split(key)
-        batch = batch_at(dataset, st.step, data_key, spec.batch_size)
+        batch = _sample(spec, dataset, st.step, data_key)
+        loss, grads, new_ms = _value_and_grad(spec, st, batch, drop_key)
         pstates, bufs = dict(pstates), dict(bufs)
         for name in spec.probe_names:
-            pstates[name], bufs[name] = _run_probe(probes[name], st, batch, probe_key, hyperparams,
-                                                   pstates[name], bufs[name])
-        if spec.stateful:
-            k = jax.random.fold_in(drop_key, st.step)
-            (loss, new_ms), grads = jax.value_and_grad(spec.loss_fn, has_aux=True)(
-                st.params, batch, st.model_state, k)
-        else:
-            loss, grads = jax.value_and_grad(spec.loss_fn)(st.params, batch)
-            new_ms = st.model_state
+            pstates[name], bufs[name] = _run_probe(probes[name], st, batch, loss, probe_key,
+                                                   hyperparams, pstates[name], bufs[name])
         updates, opt_state = opt.update(grads, st.opt_state, st.params)
         params = optax.apply_updates(st.params, updates)
         return TrainState(params, opt_state, new_ms, st.step + 1), loss, pstates, bufs
@@ -253,13 +283,13 @@ def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, pr
     return jax.lax.fori_loop(0, length, body, (state, total, probe_states, buffers))
 
 
-def _run_probe(pr: Probe, st: TrainState, batch, probe_key, hyperparams, pstate, buf):
+def _run_probe(pr: Probe, st: TrainState, batch, loss, probe_key, hyperparams, pstate, buf):
     records, steps, count = buf
 
     def fire(args):
         pstate, records, steps, count = args
         ctx = ProbeContext(st.step, st.params, st.opt_state, st.model_state, batch,
-                           jax.random.fold_in(probe_key, st.step), pr.data, hyperparams)
+                           jax.random.fold_in(probe_key, st.step), pr.data, hyperparams, loss)
         rec, pstate = pr.fn(ctx, pstate)
         records = jax.tree.map(lambda r, x: r.at[count].set(jnp.asarray(x, r.dtype)), records, rec)
         return pstate, records, steps.at[count].set(st.step), count + 1
@@ -277,7 +307,7 @@ def _compiled_chunk(spec, state, probe_states, total, dataset, key, hyperparams,
 def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
               hyperparams: Mapping | None = None, batch_size: int | None = None,
               probes: Mapping[str, Probe] | None = None, probe_states=None,
-              max_records: int | None = None):
+              max_records: int | None = None, batch_fn: Callable | None = None):
     """Run ``num_steps`` steps from ``state``: the pure primitive under :func:`train`.
 
     Traceable end to end: ``num_steps`` and ``hyperparams`` may be traced, so the function can
@@ -292,12 +322,18 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
       probes, probe_states: the probes and their states (default: each probe's ``init``).
       max_records: static bound on records per probe (default ``num_steps`` when it is a
         Python int); needed with probes when ``num_steps`` is traced.
+      batch_fn: ``batch_fn(dataset, step, key) -> batch``, a custom data order in place of
+        :func:`batch_at` (``batch_size`` must then be None); ``step`` is the traced index of
+        the step and ``key`` the run's data key.
 
     Returns:
       ``(state, mean_loss, trace, trace_steps, probe_states)``; each probe's records fill the
       first ``ceil(num_steps / every)`` rows of its buffer (the rest are zeros).
     """
     probes = dict(probes or {})
+    if batch_fn is not None and (batch_size is not None or not callable(batch_fn)):
+        raise ValueError("batch_fn must be a callable batch_fn(dataset, step, key), and "
+                         "batch_size None (batch_fn replaces the default data order)")
     if probe_states is None:
         probe_states = {n: _probe_init(p, state.params) for n, p in probes.items()}
     if probes and max_records is None:
@@ -307,7 +343,8 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
         max_records = int(num_steps)
     names = tuple(sorted(probes))
     rows = tuple(-(-int(max_records) // probes[n].every) + 1 for n in names) if probes else ()
-    spec = _Spec(loss_fn, optimizer, batch_size, state.model_state is not None, names, rows)
+    spec = _Spec(loss_fn, optimizer, batch_size, state.model_state is not None, names, rows,
+                 batch_fn)
     total = jnp.zeros((), jnp.result_type(float))
     state, total, probe_states, bufs = _loop(spec, state, probe_states, total, dataset, key,
                                              dict(hyperparams or {}), probes, num_steps)

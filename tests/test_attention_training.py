@@ -99,6 +99,36 @@ def test_record_at_gives_the_same_iterates_as_record_every():
             att.train_attention(p, tok.X, tok.Z, tok.Y, head, num_steps=60, record_at=bad)
 
 
+@pytest.mark.parametrize("record_at", [None, [0, 3, 3, 7, 12]])
+def test_train_attention_equals_a_hand_written_optax_loop(record_at):
+    """Normalised GD on ``(K, Q)`` with a ridge, against a plain Python loop of optax steps: the
+    ridge enters every step, the recorded loss leaves it out, and ``W`` is recorded after
+    exactly the documented numbers of steps."""
+    with jax.enable_x64(True):
+        tok = data.token_selection_data(jax.random.key(6), 3, 4, 4, dtype=jnp.float64)
+        k1, k2 = jax.random.split(jax.random.key(7))
+        p = {"K": 0.3 * jax.random.normal(k1, (4, 3), jnp.float64),
+             "Q": 0.3 * jax.random.normal(k2, (4, 3), jnp.float64)}
+        head, ridge = att.linear_head(tok.v), 0.05
+        traj = att.train_attention(p, tok.X, tok.Z, tok.Y, head, num_steps=12, record_every=4,
+                                   learning_rate=0.2, ridge=ridge, record_at=record_at)
+        opt = att.normalized_gd(0.2)
+        q, state, Ws, losses = p, opt.init(p), {}, {}
+        for t in range(13):
+            Ws[t] = np.asarray(q["K"]) @ np.asarray(q["Q"]).T
+            losses[t] = float(att.attention_loss(q, tok.X, tok.Z, tok.Y, head))
+            g = jax.grad(lambda w: att.attention_loss(w, tok.X, tok.Z, tok.Y, head, ridge))(q)
+            upd, state = opt.update(g, state, q)
+            q = optax.apply_updates(q, upd)
+    steps = [0, 4, 8, 12] if record_at is None else record_at
+    np.testing.assert_array_equal(np.asarray(traj.steps), steps)
+    np.testing.assert_allclose(np.asarray(traj.W), np.stack([Ws[t] for t in steps]),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(traj.loss), [losses[t] for t in steps], rtol=1e-12)
+    # every step moves W, so a record taken one step early or late would fail the comparison
+    assert min(np.abs(Ws[t + 1] - Ws[t]).max() for t in range(12)) > 1e-3
+
+
 def test_general_svm_comparison_projects_out_the_tie_space():
     with jax.enable_x64(True):
         tok = data.token_selection_data(jax.random.key(4), 3, 4, 4, dtype=jnp.float64)
@@ -107,7 +137,7 @@ def test_general_svm_comparison_projects_out_the_tie_space():
     sol = att.att_svm(tok.X, tok.Z, mask, on_infeasible="flag")
     assert sol.feasible  # fixed key: this general selection is separable
     rng = np.random.default_rng(0)
-    _, A_eq = data.constraint_rows(np.asarray(tok.X, float), np.asarray(tok.Z, float), mask)
+    _, A_eq = att.constraint_rows(np.asarray(tok.X, float), np.asarray(tok.Z, float), mask)
     fin = (A_eq.T @ rng.normal(size=len(A_eq))).reshape(4, 4)  # lies in S_fin
     Ws = np.stack([fin + t * sol.W for t in (1.0, 10.0, 100.0)])
     cmp = att.compare_general_svm(Ws, tok.X, tok.Z, mask)

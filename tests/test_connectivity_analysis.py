@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -227,6 +228,68 @@ def test_bezier_curve_fits_and_is_evaluated():
                        learning_rate=0.05)
     curved = C.bezier_path(_tiny_loss, pa, fit.bend, pb, data, 5)
     assert float(curved.losses[2]) < float(lin.losses[2])
+
+
+def _close(a, b):
+    rtol = 1e-12 if jnp.result_type(float) == jnp.float64 else 1e-5
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol)
+
+
+def test_fit_bezier_equals_a_hand_written_adam_loop_on_its_documented_draws():
+    """Step ``s`` draws ``t`` and a minibatch without replacement from ``split(key, S)[s]``
+    and records its loss before the update; a plain Python loop of Adam steps must agree."""
+    data = _data()
+    pa, pb = _tiny(1), _tiny(2)
+    mid = jax.tree.map(lambda a, b: (a + b) / 2, pa, pb)
+    fit = C.fit_bezier(_tiny_loss, pa, pb, data, key=KEY, num_steps=6, batch_size=10,
+                       learning_rate=0.05, init_bend=mid)
+    opt = optax.adam(0.05)
+    bend, state, losses = mid, opt.init(mid), []
+    for k in jax.random.split(KEY, 6):
+        kt, kb = jax.random.split(k)
+        t = jax.random.uniform(kt, (), dtype=jnp.result_type(float))
+        idx = jax.random.choice(kb, 48, (10,), replace=False)
+        batch = {"x": data["x"][idx], "y": data["y"][idx]}
+        loss, g = jax.value_and_grad(
+            lambda c, t=t, b=batch: _tiny_loss(C.bezier_point(t, pa, c, pb), b))(bend)
+        upd, state = opt.update(g, state, bend)
+        bend, losses = optax.apply_updates(bend, upd), losses + [float(loss)]
+    assert fit.losses.shape == (6,) and len(set(losses)) == 6  # a new draw every step
+    _close(fit.losses, losses)
+    for name in bend:
+        _close(fit.bend[name], bend[name])
+
+
+def test_ste_matching_equals_a_hand_written_loop():
+    """Per step: weight matching of the free weights (warm-started), then one Adam step on the
+    midpoint loss with the straight-through value, on the documented minibatch."""
+    pa, pb = _mlp(0)[0].params, _mlp(1)[0].params
+    fm, spec, data = _mlp(0)[0], C.mlp_spec(pa), _data()
+
+    def loss(p, b):
+        return _ce(fm.apply(p, b["x"]), b["y"])
+
+    key_wm, key_batch = jax.random.split(KEY)
+    res = C.ste_matching(spec, loss, pa, pb, data, key=KEY, num_steps=4, batch_size=16,
+                         learning_rate=0.05, select_on="batch")
+    opt = optax.adam(0.05)
+    free, state, perm, losses = pa, opt.init(pa), None, []
+    for t in range(4):
+        perm = C.weight_matching(spec, free, pb, key=jax.random.fold_in(key_wm, t),
+                                 init_perm=perm).perm
+        pi_b = C.apply_permutation(spec, perm, pb)
+        idx = jax.random.choice(jax.random.fold_in(key_batch, t), 48, (16,), replace=False)
+        batch = {"x": data["x"][idx], "y": data["y"][idx]}
+
+        def mid_loss(f, pi_b=pi_b, batch=batch):
+            z = jax.tree.map(lambda fi, bi: fi + jax.lax.stop_gradient(bi - fi), f, pi_b)
+            return loss(jax.tree.map(lambda a, zi: (a + zi) / 2, pa, z), batch)
+
+        value, g = jax.value_and_grad(mid_loss)(free)
+        upd, state = opt.update(g, state, free)
+        free, losses = optax.apply_updates(free, upd), losses + [float(value)]
+    _close(res.losses, losses)
+    assert res.best_step == int(np.argmin(losses))
 
 
 def test_slices_and_directions():

@@ -12,6 +12,7 @@ in float32 and ``1e-12`` in float64.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
@@ -31,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.sharding import Mesh
 
-from landscape import parallel
+from landscape import parallel, train
 
 HERE = pathlib.Path(__file__).resolve().parent
 WORKER_PATH = HERE / "_parallel_worker.py"
@@ -124,6 +125,29 @@ def test_train_step_on_one_device_matches_plain_optax():
     updates, _ = opt.update(g, opt.init(params), params)
     assert_close(loss, worker.loss_fn(params, data), "loss")
     assert_close(worker.flat(new), worker.flat(optax.apply_updates(params, updates)), "params")
+
+
+def test_train_step_is_a_step_of_the_training_loop_and_keeps_the_loss_dtype():
+    """Three calls equal three full-batch steps of ``landscape.train.train``; the loss keeps the
+    dtype of ``loss_fn`` (float32 stays float32 with x64 on); any ``init``/``update`` pair is
+    accepted as the optimizer."""
+    params, data = worker.make_problem(10)
+    opt, mesh = optax.adam(0.05), parallel.data_mesh()
+    step = parallel.sharded_train_step(worker.loss_fn, opt, mesh)
+    p, state, losses = params, opt.init(params), []
+    for _ in range(3):
+        p, state, loss = step(p, state, data)
+        losses.append(float(loss))
+    ref = train.train(worker.loss_fn, params, opt, data, key=jax.random.key(0), num_steps=3,
+                      callback=lambda *_: {}, callback_every=1, progress=False)
+    assert_close(worker.flat(p), worker.flat(ref.params), "params")
+    assert_close(losses, ref.history["loss"][1:], "losses")  # loss of step t, before its update
+    p32 = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+    d32 = {"x": data["x"].astype(np.float32), "y": data["y"]}
+    pair = collections.namedtuple("InitUpdate", "init update")(opt.init, opt.update)
+    _, _, loss32 = parallel.sharded_train_step(worker.loss_fn, pair, mesh)(p32, opt.init(p32), d32)
+    assert loss32.dtype == jnp.float32
+    assert_close(loss32, worker.loss_fn(p32, d32), "float32 loss", tol=1e-6)
 
 
 @settings(max_examples=20, deadline=None)

@@ -273,3 +273,55 @@ def test_bad_probe_and_hyperparams_are_named():
     with pytest.raises(ValueError, match="learning_rate"):
         train.train(loss_fn, params, optax.sgd, ds, key=jax.random.key(0), num_steps=1,
                     hyperparams={"learning_rate": float("nan")})
+
+
+# ----------------------------------------------------------------------------- custom data order, probe loss
+
+
+def _sq_loss(p, b):
+    return jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2)
+
+
+def test_batch_fn_and_probe_loss_match_a_hand_written_loop():
+    """Fresh examples each step from per-step keys (``batch_fn``), and ``ctx.loss`` recorded
+    by a probe, against a plain loop."""
+    w_true = jnp.arange(1.0, 4.0)
+
+    def draw(k):
+        x = jax.random.normal(k, (5, 3))
+        return {"x": x, "y": x @ w_true}
+
+    keys = jax.random.split(jax.random.key(0), 7)
+    opt = optax.sgd(0.1)
+    params = {"w": jnp.zeros(3)}
+    rec = train.probe(lambda ctx, s: ((ctx.loss, ctx.batch["x"][0, 0]), s))
+    state, mean, trace, steps, _ = jax.jit(lambda st: train.run_steps(
+        _sq_loss, opt, st, keys, key=jax.random.key(1), num_steps=7, probes={"l": rec},
+        batch_fn=lambda ks, t, _: draw(ks[t])))(train.init_state(params, opt))
+    p, losses, firsts = params, [], []
+    for k in keys:
+        b = draw(k)
+        loss, g = jax.value_and_grad(_sq_loss)(p, b)
+        p = jax.tree.map(lambda a, d: a - 0.1 * d, p, g)
+        losses.append(float(loss))
+        firsts.append(float(b["x"][0, 0]))
+    tol = 1e-12 if jax.config.jax_enable_x64 else 1e-5
+    np.testing.assert_allclose(np.asarray(trace["l"][0][:7]), losses, rtol=tol)
+    np.testing.assert_allclose(np.asarray(trace["l"][1][:7]), firsts, rtol=tol)
+    np.testing.assert_array_equal(np.asarray(steps["l"][:7]), np.arange(7))
+    np.testing.assert_allclose(np.asarray(state.params["w"]), np.asarray(p["w"]), rtol=tol)
+    np.testing.assert_allclose(float(mean), np.mean(losses), rtol=tol)
+    with pytest.raises(ValueError, match="batch_size"):
+        train.run_steps(_sq_loss, opt, train.init_state(params, opt), keys, key=keys[0],
+                        num_steps=1, batch_size=2, batch_fn=lambda ks, t, _: draw(ks[t]))
+
+
+def test_probe_loss_in_train_equals_the_history_of_single_steps():
+    x = jax.random.normal(jax.random.key(2), (12, 3))
+    ds = {"x": x, "y": x @ jnp.ones(3)}
+    rec = train.probe(lambda ctx, s: (ctx.loss, s))
+    r = train.train(_sq_loss, {"w": jnp.zeros(3)}, optax.sgd(0.05), ds, key=jax.random.key(3),
+                    num_steps=6, batch_size=4, probes={"loss": rec}, callback=lambda *_: {},
+                    callback_every=1, progress=False)
+    tol = 1e-12 if jax.config.jax_enable_x64 else 1e-6
+    np.testing.assert_allclose(r.trace["loss"], r.history["loss"][1:], rtol=tol)

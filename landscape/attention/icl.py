@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from landscape import train
 from landscape.data.icl import icl_tokens, linear_regression_tasks
 
 __all__ = [
@@ -149,9 +150,14 @@ def train_lsa(key, params, eval_tasks, eta, *, num_steps: int, batch_size: int =
               learning_rate: float = 1e-3, record_every: int = 100, noise_std: float = 0.0):
     """Train an LSA layer with Adam (cosine-decayed step) on fresh tasks each step.
 
-    Records ``compare_with_gd`` on ``eval_tasks`` every ``record_every`` steps. Returns
-    ``(params, steps (R,), LSAvsGD of (R,))`` with ``R = num_steps // record_every + 1`` (first
-    record at step 0). jit-able with the ints static.
+    Step ``t`` draws ``batch_size`` new tasks (``linear_regression_tasks``) from its own key:
+    ``split(split(key, C)[t // record_every], record_every)[t % record_every]`` with
+    ``C = num_steps // record_every``. The steps run in the library's one training loop
+    (``landscape.train.run_steps``, whose ``batch_fn`` draws the tasks), in segments of
+    ``record_every`` steps, after each of which ``compare_with_gd`` is recorded on
+    ``eval_tasks``. Returns ``(params, steps (R,), LSAvsGD of (R,))`` with
+    ``R = num_steps // record_every + 1`` (first record at step 0). jit-able with the ints
+    static.
     """
     if num_steps % record_every:
         raise ValueError(
@@ -159,20 +165,20 @@ def train_lsa(key, params, eval_tasks, eta, *, num_steps: int, batch_size: int =
     N, d = eval_tasks["x"].shape[1:]
     dtype = eval_tasks["x"].dtype
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps))
+    C = num_steps // record_every
+    step_keys = jax.vmap(lambda k: jax.random.split(k, record_every))(jax.random.split(key, C))
+    step_keys = step_keys.reshape((num_steps,) + step_keys.shape[2:])
 
-    def step(carry, k):
-        p, s = carry
-        tasks = linear_regression_tasks(k, batch_size, N, d, noise_std=noise_std, dtype=dtype)
-        g = jax.grad(lsa_loss)(p, tasks)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
+    def tasks_at(keys, step, _):
+        return linear_regression_tasks(keys[step], batch_size, N, d, noise_std=noise_std,
+                                       dtype=dtype)
 
-    def chunk(carry, k):
-        carry, _ = lax.scan(step, carry, jax.random.split(k, record_every))
-        return carry, compare_with_gd(carry[0], eval_tasks, eta)
+    def segment(state, _):  # record_every steps, then a record
+        state = train.run_steps(lsa_loss, opt, state, step_keys, key=key,
+                                num_steps=record_every, batch_fn=tasks_at)[0]
+        return state, compare_with_gd(state.params, eval_tasks, eta)
 
-    keys = jax.random.split(key, num_steps // record_every)
-    (params_out, _), recs = lax.scan(chunk, (params, opt.init(params)), keys)
+    state, recs = lax.scan(segment, train.init_state(params, opt), None, length=C)
     first = compare_with_gd(params, eval_tasks, eta)
     recs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
-    return params_out, np.arange(len(keys) + 1) * record_every, recs
+    return state.params, np.arange(C + 1) * record_every, recs

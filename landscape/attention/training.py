@@ -9,8 +9,10 @@ or nonlinear; see ``landscape.attention.nonlinear``), trained with the logistic 
 Normalised gradient descent, ``P <- P - eta g / ||g||`` *per leaf* (each of ``K`` and ``Q``
 normalised separately), is an optax ``GradientTransformation`` (``normalized_gd``). For ``(K, Q)`` a
 tiny ridge ``(ridge/2)(||K||^2 + ||Q||^2)`` keeps the direction from drifting once the softmax
-saturates. ``train_attention`` runs ``num_steps`` steps in one ``lax.scan`` and records ``W_t``
-every ``record_every`` steps; ``track_svm`` turns the records into the convergence metrics:
+saturates. ``train_attention`` runs ``num_steps`` full-batch steps through the library's one
+training loop (``landscape.train.run_steps``), in consecutive segments of ``record_every`` steps
+(or up to each step of ``record_at``), and records ``W_t`` after each segment; ``track_svm``
+turns the records into the convergence metrics:
 ``corr(W_t, W_mm) = <W_t, W_mm> / (||W_t|| ||W_mm||)``, the softmax mass on the selected tokens
 and ``||W_t||``. Run in float64 (``jax.enable_x64(True)``): in float32 the softmax saturates
 and the correlation stalls near 1 - 1e-4.
@@ -18,6 +20,7 @@ and the correlation stalls near 1 - 1e-4.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -26,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+
+from landscape import train
 
 __all__ = [
     "normalize_per_leaf",
@@ -143,8 +148,8 @@ def train_attention(
     ``record_at``: instead of a fixed interval, a host sequence of non-decreasing step counts
     ``(R,)`` (for example log-spaced, to follow a run over several decades of ``t``); ``W`` is
     recorded after exactly those many steps, ``num_steps`` must equal ``record_at[-1]`` and
-    ``record_every`` is ignored. Each segment runs in a ``fori_loop``, so the number of steps
-    costs no memory and no compile time.
+    ``record_every`` is ignored. Each segment is one ``landscape.train.run_steps`` call with a
+    traced step count, so the number of steps costs no memory and no compile time.
     """
     if record_at is not None:
         at = np.asarray(record_at)
@@ -159,33 +164,31 @@ def train_attention(
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of record_every ({record_every})")
     opt = optimizer or normalized_gd(learning_rate)
-    loss = lambda p: attention_loss(p, X, Z, Y, head, ridge)  # noqa: E731
-    data_loss = lambda p: attention_loss(p, X, Z, Y, head, 0.0)  # noqa: E731
 
-    def step(carry, _):
-        p, s = carry
-        g = jax.grad(loss)(p)
-        upd, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, upd), s), None
+    def loss(p, data):
+        return attention_loss(p, *data, head, ridge)
 
-    def chunk(carry, _):
-        carry, _ = lax.scan(step, carry, None, length=record_every)
-        return carry, (combined_W(carry[0]), data_loss(carry[0]))
+    def record(p):  # W and the training loss without the ridge
+        return combined_W(p), attention_loss(p, X, Z, Y, head, 0.0)
 
-    carry = (params, opt.init(params))
+    state = train.init_state(params, opt)
+    # full batch and a deterministic loss: the run's key draws nothing
+    run = functools.partial(train.run_steps, loss, opt, dataset=(X, Z, Y),
+                            key=jax.random.key(0))
+
+    def segment(state, n):  # n more steps, then a record
+        state = run(state, num_steps=n)[0]
+        return state, record(state.params)
+
     if record_at is not None:
-        def segment(carry, n):
-            carry = lax.fori_loop(0, n, lambda _, c: step(c, None)[0], carry)
-            return carry, (combined_W(carry[0]), data_loss(carry[0]))
-
         lengths = jnp.asarray(np.diff(at, prepend=0), jnp.int32)
-        carry, (Ws, losses) = lax.scan(segment, carry, lengths)
-        return AttentionTrajectory(jnp.asarray(at), Ws, losses, carry[0])
-    carry, (Ws, losses) = lax.scan(chunk, carry, None, length=num_steps // record_every)
-    Ws = jnp.concatenate([combined_W(params)[None], Ws])
-    losses = jnp.concatenate([data_loss(params)[None], losses])
-    steps = jnp.arange(Ws.shape[0]) * record_every
-    return AttentionTrajectory(steps, Ws, losses, carry[0])
+        state, (Ws, losses) = lax.scan(segment, state, lengths)
+        return AttentionTrajectory(jnp.asarray(at), Ws, losses, state.params)
+    state, (Ws, losses) = lax.scan(lambda st, _: segment(st, record_every), state, None,
+                                   length=num_steps // record_every)
+    W0, loss0 = record(params)
+    Ws, losses = jnp.concatenate([W0[None], Ws]), jnp.concatenate([loss0[None], losses])
+    return AttentionTrajectory(jnp.arange(Ws.shape[0]) * record_every, Ws, losses, state.params)
 
 
 class SVMTracking(NamedTuple):

@@ -5,8 +5,9 @@ Podoprikhin, Vetrov, Wilson 2018, "Loss surfaces, mode connectivity, and fast en
 
 The bend starts at the midpoint of the endpoints (the curve is then the linear path) and is
 trained to minimise ``E_{t ~ U[0,1]} L(phi(t))`` with Adam on random minibatches, one ``t`` per
-step, all steps in one ``lax.scan``. Expected: the curve's maximum loss stays close to the
-endpoints even where the linear path has a large barrier.
+step, in the library's one training loop (``landscape.train.run_steps``: a ``batch_fn`` draws
+the step's ``t`` and minibatch, a probe records the step's loss). Expected: the curve's maximum
+loss stays close to the endpoints even where the linear path has a large barrier.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from landscape import train
 from landscape import tree as T
 from landscape.connectivity._eval import check_models
 from landscape.connectivity.paths import Path, check_alphas, evaluate_path
@@ -39,7 +41,11 @@ def bezier_point(t, params_a, bend, params_b):
 
 def fit_bezier(loss_fn, params_a, params_b, dataset, *, key, num_steps: int = 500,
                batch_size: int = 128, learning_rate: float = 1e-2, init_bend=None) -> BezierFit:
-    """Train the bend of a Bezier curve between two models (jit-compiled ``lax.scan``)."""
+    """Train the bend of a Bezier curve between two models (see the module docstring).
+
+    Step ``s`` draws ``t`` and a minibatch of ``min(batch_size, n)`` examples (without
+    replacement) from ``split(key, num_steps)[s]``; ``losses[s]`` is its loss before the update.
+    """
     check_models(params_a, params_b)
     n = T.check_batch(dataset, "dataset")
     if num_steps < 1:
@@ -51,18 +57,20 @@ def fit_bezier(loss_fn, params_a, params_b, dataset, *, key, num_steps: int = 50
 
     @jax.jit
     def run(bend, pa, pb, data, key):
-        def step(carry, k):
-            bend, state = carry
-            kt, kb = jax.random.split(k)
+        def sample(step_keys, step, _):  # step's t ~ U[0, 1] and b examples without replacement
+            kt, kb = jax.random.split(step_keys[step])
             t = jax.random.uniform(kt, (), dtype=jnp.result_type(float))
-            batch = T.take(data, jax.random.choice(kb, n, (b,), replace=False))
-            loss, g = jax.value_and_grad(lambda c: loss_fn(bezier_point(t, pa, c, pb), batch))(bend)
-            upd, state = opt.update(g, state, bend)
-            return (optax.apply_updates(bend, upd), state), loss
+            return t, T.take(data, jax.random.choice(kb, n, (b,), replace=False))
 
-        (bend, _), losses = jax.lax.scan(step, (bend, opt.init(bend)),
-                                         jax.random.split(key, num_steps))
-        return bend, losses
+        def loss(c, batch):
+            t, examples = batch
+            return loss_fn(bezier_point(t, pa, c, pb), examples)
+
+        record = train.probe(lambda ctx, s: (ctx.loss, s))  # the loss of every step
+        state, _, trace, _, _ = train.run_steps(
+            loss, opt, train.init_state(bend, opt), jax.random.split(key, num_steps), key=key,
+            num_steps=num_steps, probes={"loss": record}, batch_fn=sample)
+        return state.params, trace["loss"][:num_steps]
 
     bend, losses = run(bend, params_a, params_b, dataset, key)
     return BezierFit(bend, losses)

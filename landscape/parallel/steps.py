@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import Mesh
 
+from landscape import train
 from landscape.parallel.layout import (
     ShardedDataset,
     _check_mesh,
@@ -172,21 +174,32 @@ def sharded_train_step(loss_fn: Callable, optimizer, mesh: Mesh | None = None) -
     Returns ``step(params, opt_state, batch) -> (params, opt_state, loss)``, where ``batch`` is a
     :class:`ShardedDataset` or a raw batch pytree (sharded, and padded if needed, on the fly) and
     ``loss`` is the mean loss at the *incoming* params. ``optimizer`` is an
-    ``optax.GradientTransformation``; build ``opt_state = optimizer.init(params)``. The result
-    equals the same step on one device up to reduction order.
+    ``optax.GradientTransformation``; build ``opt_state = optimizer.init(params)``. The step is
+    one step of the library's training loop (``landscape.train.run_steps`` with
+    ``num_steps=1``: ``value_and_grad``, ``optimizer.update``, ``optax.apply_updates``) on the
+    exact weighted mean loss, so it equals a full-batch step of ``landscape.train.train`` on one
+    device up to reduction order. For a compiled loop of many steps, use ``train.train`` with
+    :func:`data_parallel_loss` instead.
     """
     mesh = _check_mesh(mesh)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer)}")
 
+    opt = optax.GradientTransformation(optimizer.init, optimizer.update)  # any init/update pair
+
+    def weighted_loss(params, dataset: ShardedDataset):
+        return mean_loss(loss_fn, params, dataset.data, dataset.weights)
+
     @jax.jit
     def _step(params, opt_state, dataset: ShardedDataset):
-        loss, grads = jax.value_and_grad(
-            lambda p: mean_loss(loss_fn, p, dataset.data, dataset.weights)
-        )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
-        out = (params, opt_state, loss)
+        # one step of the library's training loop; full batch and a deterministic loss, so the
+        # key draws nothing
+        state = train.TrainState(params, opt_state, None, jnp.zeros((), jnp.int32))
+        state, loss, *_ = train.run_steps(weighted_loss, opt, state, dataset,
+                                          key=jax.random.key(0), num_steps=1)
+        # run_steps averages in the widest float; the loss of one step converts back exactly
+        loss = loss.astype(jax.eval_shape(weighted_loss, params, dataset).dtype)
+        out = (state.params, state.opt_state, loss)
         return jax.lax.with_sharding_constraint(out, replicated_sharding(mesh))
 
     def step(params, opt_state, batch):
