@@ -275,7 +275,7 @@ def test_bad_probe_and_hyperparams_are_named():
                     hyperparams={"learning_rate": float("nan")})
 
 
-# ----------------------------------------------------------------------------- custom data order, probe loss
+# ------------------------------------------------------ custom data order, probe loss
 
 
 def _sq_loss(p, b):
