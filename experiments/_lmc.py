@@ -20,6 +20,7 @@ import optax
 from landscape import connectivity as C
 from landscape import data as D
 from landscape import losses
+from landscape import train as T
 
 
 def load(name: str, key, num_train: int | None = None):
@@ -69,7 +70,8 @@ def train_many(keys, init_params, train, *, num_steps: int, batch_size: int, lr:
 
     Model ``i`` draws the minibatch of step ``t`` from ``fold_in(keys[i], t)`` (uniform without
     replacement within a batch), so training in segments (``start_step``, ``opt_state``) gives
-    the same result as one run. The step range is a traced ``fori_loop`` bound: one compilation
+    the same result as one run. The steps run in ``landscape.train.run_steps`` with that data
+    order (``batch_fn``), vmapped over models; the step count is traced, so one compilation
     serves every segment length.
     """
     opt = optax.adam(lr)
@@ -86,15 +88,16 @@ def _train_segment(keys, params, opt_state, train, start, stop, batch_size, lr):
     opt = optax.adam(lr)
     n = train["y"].shape[0]
 
-    def one(key, p, s):
-        def step(t, carry):
-            p, s = carry
-            idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,), replace=False)
-            g = jax.grad(loss_fn)(p, jax.tree.map(lambda v: v[idx], train))
-            upd, s = opt.update(g, s, p)
-            return optax.apply_updates(p, upd), s
+    def sample(data_and_key, t, _):
+        data, key = data_and_key
+        idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,), replace=False)
+        return jax.tree.map(lambda v: v[idx], data)
 
-        return jax.lax.fori_loop(start, stop, step, (p, s))
+    def one(key, p, s):
+        state = T.TrainState(p, s, None, start)
+        state = T.run_steps(loss_fn, opt, state, (train, key), key=key, num_steps=stop - start,
+                            batch_fn=sample)[0]
+        return state.params, state.opt_state
 
     return jax.vmap(one)(keys, params, opt_state)
 
