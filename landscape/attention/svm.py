@@ -202,8 +202,10 @@ def _solve_cvxpy(A_ub, A_eq, R, d, norm, solver, name=None) -> _Attempt:
     if norm == "fro" and margins.dual_value is not None:
         # duals of min ||V||^2 (no 1/2) in V = W / sigma -> duals of min ||W||^2 / 2
         kkt = _dual_kkt(R, sigma * np.asarray(margins.dual_value, np.float64) / 2.0)
-    return _Attempt(sigma * np.asarray(W.value, np.float64), status, status == "optimal", iters,
-                    kkt, name)
+    # "optimal_inaccurate" is accepted like "optimal": att_svm measures the constraint violation
+    # of every candidate itself and accepts only W within violation_tol (its status is kept).
+    solved = status in ("optimal", "optimal_inaccurate")
+    return _Attempt(sigma * np.asarray(W.value, np.float64), status, solved, iters, kkt, name)
 
 
 def att_svm(
