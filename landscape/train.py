@@ -563,9 +563,7 @@ def _check_probes(probes) -> dict:
 
 def _check_hyperparams(optimizer, hyperparams) -> dict:
     if isinstance(optimizer, optax.GradientTransformation):
-        if hyperparams:
-            raise ValueError("hyperparams are given, but optimizer is already a "
-                             "GradientTransformation; pass a factory such as optax.sgd instead")
+        _optimizer(optimizer, hyperparams)  # raises when hyperparams are given
         return {}
     if not callable(optimizer):
         raise TypeError("optimizer must be an optax.GradientTransformation or a factory "
