@@ -5,6 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q
 PYTEST := $(PY) -m pytest -q -n 2 -p no:cacheprovider --durations=15
+# JAX's persistent compilation cache for the suite and the figures: programs with the same HLO
+# (the same model rebuilt by another test, another xdist worker, another seed of an experiment,
+# a subprocess) compile once. Entries are keyed by the HLO, the compile options and the
+# jax/jaxlib versions, so a stale entry is never used; `make clean` removes it.
+JAX_CACHE := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/$(VENV)/jax-cache \
+	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 
 .PHONY: test test-x32 test-x64 figures figures-smoke bench lint clean
 
@@ -26,21 +32,21 @@ $(VENV)/.compare-installed: $(VENV)/.dev-installed
 
 ## make test: the whole suite, in float32 and again with JAX_ENABLE_X64=1.
 test: $(VENV)/.dev-installed
-	JAX_ENABLE_X64=0 $(PYTEST) tests
-	JAX_ENABLE_X64=1 $(PYTEST) tests
+	$(JAX_CACHE) JAX_ENABLE_X64=0 $(PYTEST) tests
+	$(JAX_CACHE) JAX_ENABLE_X64=1 $(PYTEST) tests
 
 test-x32: $(VENV)/.dev-installed
-	JAX_ENABLE_X64=0 $(PYTEST) tests
+	$(JAX_CACHE) JAX_ENABLE_X64=0 $(PYTEST) tests
 
 test-x64: $(VENV)/.dev-installed
-	JAX_ENABLE_X64=1 $(PYTEST) tests
+	$(JAX_CACHE) JAX_ENABLE_X64=1 $(PYTEST) tests
 
 ## make figures: run every missing result (default configs), then draw paper_figures/out/*.
 figures: $(VENV)/.dev-installed
-	$(VENV)/bin/landscape figures
+	$(JAX_CACHE) $(VENV)/bin/landscape figures
 
 figures-smoke: $(VENV)/.dev-installed
-	$(VENV)/bin/landscape figures --smoke
+	$(JAX_CACHE) $(VENV)/bin/landscape figures --smoke
 
 ## make bench: side-by-side measurements against the peers; writes bench_results/*.json.
 bench: $(VENV)/.compare-installed

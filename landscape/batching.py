@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import tree as T
+from landscape import validate
 
 __all__ = [
     "ShardedDataset",
@@ -41,6 +42,7 @@ __all__ = [
     "sum_over_batches",
     "dataset_mean",
     "check_batch_size",
+    "check_supervised",
 ]
 
 
@@ -81,9 +83,9 @@ def num_examples(dataset, name: str = "dataset") -> int:
     or the dataset is empty.
     """
     if isinstance(dataset, ShardedDataset):
-        T.check_batch(dataset.data, f"{name}.data")
+        validate.check_batch(dataset.data, f"{name}.data")
         return int(dataset.num_examples)
-    return T.check_batch(dataset, name)
+    return validate.check_batch(dataset, name)
 
 
 def _real_rows(dataset):
@@ -178,11 +180,26 @@ def dataset_mean(fn: Callable, dataset, batch_size: int | None, *, dtype=None):
 
 
 def check_batch_size(batch_size, name: str = "batch_size", *, allow_none: bool = True):
-    """Return ``batch_size`` (a positive int, or None where allowed) or raise naming ``name``."""
+    """Return ``batch_size`` (a positive int, or None where allowed) or raise naming ``name``.
+
+    ``TypeError`` for a non-integer (bools, floats and strings included), ``ValueError`` for an
+    integer below 1.
+    """
     if batch_size is None and allow_none:
         return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
-            or batch_size < 1:
-        expected = "a positive int or None" if allow_none else "a positive int"
+    expected = "a positive int or None" if allow_none else "a positive int"
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"{name} must be {expected}; got {batch_size!r}")
+    if batch_size < 1:
         raise ValueError(f"{name} must be {expected}; got {batch_size!r}")
     return int(batch_size)
+
+
+def check_supervised(dataset, name: str = "dataset") -> int:
+    """Check that ``dataset`` (plain or sharded) is a ``{"x", "y"}`` dict whose leaves share a
+    leading example axis; return the number ``n`` of real examples."""
+    data = dataset.data if isinstance(dataset, ShardedDataset) else dataset
+    if not isinstance(data, dict) or "x" not in data or "y" not in data:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise TypeError(f"{name} must be a dict with keys 'x' and 'y'; got {got}")
+    return num_examples(dataset, name)

@@ -26,7 +26,7 @@ import jax
 from flax import nnx
 
 from landscape import losses
-from landscape.tree import check_same_structure
+from landscape.validate import check_same_structure
 
 __all__ = ["Functional", "functional", "loss_fn", "merge"]
 

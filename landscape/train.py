@@ -62,7 +62,7 @@ import numpy as np
 import optax
 
 from landscape import checkpoint as ckpt
-from landscape.tree import check_batch, check_finite, check_scalar
+from landscape.validate import check_batch, check_finite, check_scalar
 
 __all__ = [
     "TrainState",

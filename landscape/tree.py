@@ -1,6 +1,6 @@
 """Pytree helpers used throughout landscape (pure and jit-able).
 
-The ``check_*`` names here are re-exported from ``landscape.validate``, their one home.
+Argument checks live in ``landscape.validate``.
 """
 
 from __future__ import annotations
@@ -8,14 +8,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
-
-from landscape.validate import (  # noqa: F401  (re-exported for existing callers)
-    check_batch,
-    check_finite,
-    check_same_structure,
-    check_scalar,
-    num_examples,
-)
 
 __all__ = [
     "ravel",
@@ -28,11 +20,6 @@ __all__ = [
     "tree_zeros_like",
     "tree_random_normal",
     "tree_lerp",
-    "num_examples",
-    "check_same_structure",
-    "check_finite",
-    "check_scalar",
-    "check_batch",
     "take",
 ]
 

@@ -26,9 +26,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from landscape.batching import check_batch_size, dataset_mean, num_examples
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import PermutationSpec, check_spec_fits
 from landscape.connectivity.weight_matching import MatchResult
+from landscape.validate import check_models
 
 __all__ = ["UnitStats", "unit_statistics", "activation_matching", "mlp_features",
            "correlation"]

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from landscape import train
+from landscape import batching, train, validate
 from landscape import tree as T
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.paths import Path, check_alphas, evaluate_path
+from landscape.validate import check_models
 
 __all__ = ["BezierFit", "bezier_point", "fit_bezier", "bezier_path"]
 
@@ -47,7 +47,7 @@ def fit_bezier(loss_fn, params_a, params_b, dataset, *, key, num_steps: int = 50
     replacement) from ``split(key, num_steps)[s]``; ``losses[s]`` is its loss before the update.
     """
     check_models(params_a, params_b)
-    n = T.check_batch(dataset, "dataset")
+    n = validate.check_batch(dataset, "dataset")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     bend = T.tree_lerp(params_a, params_b, 0.5) if init_bend is None else init_bend
@@ -90,4 +90,4 @@ def bezier_path(loss_fn, params_a, bend, params_b, dataset, num_points: int = 25
     out = evaluate_path(_bezier_eval, ts, (params_a, bend, params_b), loss_fn, dataset,
                         error_fn=error_fn, test_dataset=test_dataset, batch_size=batch_size)
     return Path(ts, out["loss"], out.get("error"), out.get("test_loss"), out.get("test_error"),
-                "none", T.num_examples(dataset))
+                "none", batching.num_examples(dataset))

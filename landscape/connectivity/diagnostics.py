@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from landscape import tree as T
-from landscape.connectivity._eval import check_models
+from landscape.validate import check_models
 
 __all__ = ["Overlap", "l2_distances", "subspace_overlap"]
 

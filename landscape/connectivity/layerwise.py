@@ -28,8 +28,8 @@ import jax.numpy as jnp
 from landscape import curvature
 from landscape import tree as T
 from landscape.batching import check_batch_size, dataset_mean, num_examples
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.paths import Path, check_alphas, evaluate_path
+from landscape.validate import check_models
 
 __all__ = ["SecondOrder", "second_order_barrier", "layerwise_paths", "group_by_layer"]
 

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import PermutationSpec, apply_permutation
 from landscape.connectivity.weight_matching import weight_matching
+from landscape.validate import check_models
 
 __all__ = ["average", "align_models", "pleas_merge"]
 

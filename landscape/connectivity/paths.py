@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import tree as T
+from landscape import validate
 from landscape.batching import check_batch_size, dataset_mean, num_examples
-from landscape.connectivity._eval import check_models
+from landscape.validate import check_models
 
 __all__ = [
     "Path",
@@ -195,7 +196,7 @@ def interpolate(loss_fn, params_a, params_b, dataset, num_points: int = 25, *, a
     if has_state:
         if state_a is None or state_b is None:
             raise ValueError("give both state_a and state_b, or neither")
-        T.check_same_structure(state_a, state_b, "state_a", "state_b")
+        validate.check_same_structure(state_a, state_b, "state_a", "state_b")
         if state_policy not in ("interpolate", "recompute"):
             raise ValueError(f"state_policy must be 'interpolate' or 'recompute'; "
                              f"got {state_policy!r}")

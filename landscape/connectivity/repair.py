@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from landscape import tree as T
+from landscape import validate
 from landscape.batching import check_batch_size, dataset_mean
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import leaf_keys
+from landscape.validate import check_models
 
 __all__ = ["repair", "mlp_producers", "batchnorm_reset"]
 
@@ -96,7 +97,7 @@ def repair(features_fn: Callable, producers: Mapping[str, tuple[str, str]], para
     """
     check_models(params_a, params_b)
     check_batch_size(batch_size)
-    T.check_batch(dataset, "dataset")
+    validate.check_batch(dataset, "dataset")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0; got {eps!r}")
     keys = leaf_keys(params_a)

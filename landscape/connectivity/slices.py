@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import tree as T
+from landscape import validate
 from landscape.connectivity.paths import evaluate_path
 
 __all__ = ["Slice", "gaussian_direction", "slice_1d", "slice_2d", "pca_directions",
@@ -73,7 +74,7 @@ def _point(c, ends):
 def slice_1d(loss_fn, params, direction, dataset, xs, *, error_fn=None, batch_size=None,
              chunk_size=None, seeds: Sequence = ()) -> Slice:
     """Loss along ``params + x * direction`` for ``x`` in ``xs``."""
-    T.check_same_structure(params, direction, "params", "direction")
+    validate.check_same_structure(params, direction, "params", "direction")
     xs = jnp.asarray(xs)
     out = evaluate_path(_point, xs[:, None], (params, (direction,)), loss_fn, dataset,
                         error_fn=error_fn, batch_size=batch_size, chunk_size=chunk_size)
@@ -83,8 +84,8 @@ def slice_1d(loss_fn, params, direction, dataset, xs, *, error_fn=None, batch_si
 def slice_2d(loss_fn, params, d1, d2, dataset, xs, ys, *, error_fn=None, batch_size=None,
              chunk_size=None, seeds: Sequence = ()) -> Slice:
     """Loss on the grid ``params + x d1 + y d2``; ``losses[j, i]`` is at ``(xs[i], ys[j])``."""
-    T.check_same_structure(params, d1, "params", "d1")
-    T.check_same_structure(params, d2, "params", "d2")
+    validate.check_same_structure(params, d1, "params", "d1")
+    validate.check_same_structure(params, d2, "params", "d2")
     xs, ys = jnp.asarray(xs), jnp.asarray(ys)
     gx, gy = jnp.meshgrid(xs, ys)
     coords = jnp.stack([gx.ravel(), gy.ravel()], axis=1)

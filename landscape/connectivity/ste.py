@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from landscape import train
+from landscape import train, validate
 from landscape import tree as T
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import PermutationSpec, apply_permutation, check_spec_fits
 from landscape.connectivity.weight_matching import weight_matching
+from landscape.validate import check_models
 
 __all__ = ["STEResult", "ste_matching"]
 
@@ -60,7 +60,7 @@ def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *,
     check_models(params_a, params_b)
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    n = T.check_batch(dataset, "dataset")
+    n = validate.check_batch(dataset, "dataset")
     opt = optax.adam(learning_rate)
 
     def mid_loss(f, pb_and_batch):  # forward at pi(theta_B), gradient to the free weights

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from landscape.connectivity._eval import check_models
 from landscape.connectivity.spec import (
     PermutationSpec,
     apply_permutation,
@@ -47,6 +46,7 @@ from landscape.connectivity.spec import (
     identity_permutation,
     random_permutation,
 )
+from landscape.validate import check_models
 
 __all__ = ["MatchResult", "weight_matching", "matching_objective", "cost_matrix", "sweep_order"]
 

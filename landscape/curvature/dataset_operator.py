@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from landscape import batching
+from landscape import batching, validate
 from landscape import tree as T
 from landscape.linop import LinearOperator, operator_dataclass, static
 
@@ -74,7 +74,7 @@ class DatasetOperator(LinearOperator):
 
     def matvec_tree(self, v_tree):
         """Product with a vector given as a pytree shaped like ``params``; returns a pytree."""
-        T.check_same_structure(self.params, v_tree, "params", "v_tree")
+        validate.check_same_structure(self.params, v_tree, "params", "v_tree")
         flat, unravel = T.ravel(self.params)
         v = T.ravel(v_tree)[0]
         return unravel(self.matvec(v.astype(flat.dtype)))

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from landscape.curvature import _checks as C
+from landscape import validate
+from landscape.batching import check_batch_size
 from landscape.linop import LinearOperator, MatrixOperator
 
 __all__ = ["dense", "from_matrix"]
@@ -22,7 +23,7 @@ def dense(op: LinearOperator, *, chunk_size: int | None = 64) -> jax.Array:
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be a LinearOperator; got {type(op).__name__}")
     if chunk_size is not None:
-        chunk_size = C.check_batch_size(chunk_size)
+        chunk_size = check_batch_size(chunk_size, "chunk_size", allow_none=False)
     return _dense(op, chunk_size)
 
 
@@ -48,7 +49,7 @@ def from_matrix(matrix, *, rtol: float | None = None) -> MatrixOperator:
         raise ValueError(f"matrix must be square (dim, dim); got shape {arr.shape}")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         raise TypeError(f"matrix must be a real floating array; got dtype {arr.dtype}")
-    if C.is_concrete(arr):
+    if validate.is_concrete(arr):
         a = np.asarray(arr, np.float64)
         if not np.all(np.isfinite(a)):
             raise ValueError("matrix contains non-finite values")

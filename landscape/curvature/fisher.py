@@ -25,7 +25,7 @@ import jax
 
 from landscape.curvature import output_losses as O
 from landscape.curvature.gauss_newton import build
-from landscape.spectral._inputs import check_key
+from landscape.validate import check_key
 
 __all__ = ["fisher", "empirical_fisher"]
 

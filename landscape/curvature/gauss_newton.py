@@ -19,9 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from landscape import batching, losses
+from landscape import batching, losses, validate
 from landscape import tree as T
-from landscape.curvature import _checks as C
+from landscape.batching import check_batch_size
 from landscape.curvature import output_losses as O
 from landscape.curvature.dataset_operator import DatasetOperator
 from landscape.linop import operator_dataclass, static
@@ -72,9 +72,9 @@ def build(
 ):
     """Validate inputs and construct an :class:`OutputCurvatureOperator` (shared builder)."""
     kind = O.canonical(output_loss)
-    b = C.check_batch_size(batch_size)
-    n = C.check_supervised(dataset)
-    C.check_params(params)
+    b = check_batch_size(batch_size, allow_none=False)
+    n = batching.check_supervised(dataset)
+    validate.check_params(params)
     first = batching.first_batch(dataset, b)
     try:
         out = jax.eval_shape(apply_fn, params, first["x"])
@@ -86,11 +86,11 @@ def build(
     data = dataset.data if isinstance(dataset, batching.ShardedDataset) else dataset
     losses.resolve(kind).check_targets(out, data["y"], "output_loss", "dataset['y']")
     loss = O.mean_output_loss(kind)
-    C.check_scalar_loss(loss, out, first["y"], "output_loss", "(outputs, targets)")
-    if check and C.is_concrete((params, dataset)):
+    validate.check_scalar_loss(loss, out, first["y"], "output_loss", "(outputs, targets)")
+    if check and validate.is_concrete((params, dataset)):
         loss = _dataset_loss_jit(apply_fn, kind, params, dataset, b)
-        C.check_finite_value(loss, "the dataset loss")
-    dim, dtype = C.flat_dim_dtype(params)
+        validate.check_finite_value(loss, "the dataset loss")
+    dim, dtype = validate.flat_dim_dtype(params)
     return OutputCurvatureOperator(
         params=params, dataset=dataset, key=key, apply_fn=apply_fn, output_loss=kind, mode=mode,
         num_samples=num_samples, dim=dim, dtype=dtype, num_examples=n, batch_size=b)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from landscape import batching
+from landscape import batching, validate
 from landscape import tree as T
-from landscape.curvature import _checks as C
+from landscape.batching import check_batch_size
 from landscape.curvature.dataset_operator import DatasetOperator
 from landscape.linop import operator_dataclass, static
 
@@ -45,9 +45,9 @@ def hvp(loss_fn, params, batch, v):
       ValueError/TypeError: ``v`` does not match ``params``, params or ``v`` are not finite, or
         ``loss_fn`` does not return a real scalar.
     """
-    C.check_params(params)
-    C.check_vector_like(params, v)
-    C.check_scalar_loss(loss_fn, params, batch)
+    validate.check_params(params)
+    validate.check_vector_like(params, v)
+    validate.check_scalar_loss(loss_fn, params, batch)
     v = jax.tree.map(lambda p, x: jnp.asarray(x, jnp.result_type(p)), params, v)
     return _hvp_unchecked(loss_fn, params, batch, v)
 
@@ -104,12 +104,12 @@ def hessian(loss_fn, params, dataset, batch_size: int = 256, *, check: bool = Tr
 
     References: Pearlmutter (1994), "Fast exact multiplication by the Hessian".
     """
-    b = C.check_batch_size(batch_size)
-    n = C.check_dataset(dataset)
-    C.check_params(params)
-    C.check_scalar_loss(loss_fn, params, batching.first_batch(dataset, b))
-    if check and C.is_concrete((params, dataset)):
-        C.check_finite_value(_mean_loss_jit(loss_fn, params, dataset, b), "the dataset loss")
-    dim, dtype = C.flat_dim_dtype(params)
+    b = check_batch_size(batch_size, allow_none=False)
+    n = batching.num_examples(dataset)
+    validate.check_params(params)
+    validate.check_scalar_loss(loss_fn, params, batching.first_batch(dataset, b))
+    if check and validate.is_concrete((params, dataset)):
+        validate.check_finite_value(_mean_loss_jit(loss_fn, params, dataset, b), "the dataset loss")
+    dim, dtype = validate.flat_dim_dtype(params)
     return HessianOperator(params=params, dataset=dataset, loss_fn=loss_fn, dim=dim,
                            dtype=dtype, num_examples=n, batch_size=b)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import tree as T
-from landscape.curvature import _checks as C
+from landscape import validate
 from landscape.curvature.hessian import hvp
 from landscape.linop import LinearOperator
 
@@ -84,7 +84,7 @@ def determinism_probe(loss_fn, params, batch, *, rtol: float | None = None) -> D
     Raises:
       ValueError: naming what differed, with the two values.
     """
-    C.check_scalar_loss(loss_fn, params, batch)
+    validate.check_scalar_loss(loss_fn, params, batch)
     first, second = loss_fn(params, batch), loss_fn(params, batch)
     a, b = np.asarray(first), np.asarray(second)
     if not np.array_equal(a, b, equal_nan=True):
@@ -129,8 +129,8 @@ def finite_difference_check(loss_fn, params, batch, v, eps: float | None = None)
     ||v||`` balances them, giving a relative error of ~1e-2 to 1e-3 in float32 and ~1e-9 in
     float64 for smooth losses. A much larger error means the HVP (or the loss) is broken.
     """
-    C.check_params(params)
-    C.check_vector_like(params, v)
+    validate.check_params(params)
+    validate.check_vector_like(params, v)
     hv = T.ravel(hvp(loss_fn, params, batch, v))[0]
     flat, unravel = T.ravel(params)
     vflat = T.ravel(v)[0].astype(flat.dtype)

@@ -11,10 +11,10 @@ from landscape.models.init import standard_draws
 from landscape.models.layers import (
     Constant,
     check_input,
-    check_positive_int,
     param_dtype_or_default,
     rngs_from,
 )
+from landscape.validate import check_positive_int
 
 __all__ = ["Attention"]
 

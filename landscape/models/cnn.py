@@ -14,11 +14,11 @@ from landscape.models.layers import (
     apply_norm,
     check_input,
     check_norm,
-    check_positive_int,
     make_norm,
     param_dtype_or_default,
     rngs_from,
 )
+from landscape.validate import check_positive_int
 
 __all__ = ["CNN2D", "CNN1D", "cnn_num_params"]
 

@@ -12,10 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from landscape.validate import (  # noqa: F401  (re-exported for existing callers)
-    check_key,
-    check_positive_int,
-)
+from landscape.validate import check_key
 
 __all__ = ["ACTIVATIONS", "NORMS", "activation_fn", "make_norm", "param_dtype_or_default",
            "check_input", "count_params", "Constant"]

@@ -13,11 +13,11 @@ from landscape.models.layers import (
     activation_fn,
     apply_norm,
     check_norm,
-    check_positive_int,
     make_norm,
     param_dtype_or_default,
     rngs_from,
 )
+from landscape.validate import check_positive_int
 
 __all__ = ["MLP"]
 

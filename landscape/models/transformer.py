@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from landscape.models.init import lecun_normal, normal
-from landscape.models.layers import check_positive_int, param_dtype_or_default, rngs_from
+from landscape.models.layers import param_dtype_or_default, rngs_from
+from landscape.validate import check_positive_int
 
 __all__ = ["Transformer", "CausalSelfAttention", "z_loss"]
 

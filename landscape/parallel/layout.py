@@ -11,7 +11,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from landscape.batching import ShardedDataset
-from landscape.tree import check_batch
+from landscape.validate import check_batch
 
 __all__ = [
     "DATA_AXIS",

@@ -22,7 +22,7 @@ from landscape.parallel.layout import (
     _weight_dtype,
     data_sharding,
 )
-from landscape.tree import check_batch
+from landscape.validate import check_batch
 
 __all__ = ["initialize", "process_slice", "shard_process_local"]
 

@@ -23,7 +23,7 @@ from landscape.parallel.layout import (
     replicated_sharding,
     shard_dataset,
 )
-from landscape.tree import check_batch, check_finite, check_scalar
+from landscape.validate import check_batch, check_finite, check_scalar
 
 __all__ = [
     "mean_loss",

@@ -11,13 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import linop
-from landscape.validate import (  # noqa: F401  (re-exported for existing callers)
-    check_concrete_values,
-    check_int,
-    check_key,
-    check_positive,
-    check_vector,
-)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

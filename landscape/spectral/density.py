@@ -30,6 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from landscape import validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, tridiagonal
 
@@ -94,9 +95,9 @@ def density(op, *, key, num_probes: int = 10, num_steps: int = 80,
     inside the bulk are quadrature points, not eigenvalues.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    _inputs.check_key(key)
-    num_probes = _inputs.check_int(num_probes, "num_probes", low=1)
-    num_steps = _inputs.check_int(num_steps, "num_steps", low=1, high=op.dim)
+    validate.check_key(key)
+    num_probes = validate.check_int(num_probes, "num_probes", low=1)
+    num_steps = validate.check_int(num_steps, "num_steps", low=1, high=op.dim)
     return _slq(op, key, num_probes=num_probes, num_steps=num_steps, full=bool(reorthogonalize))
 
 

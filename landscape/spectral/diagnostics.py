@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import validate
 from landscape.spectral import _inputs
 from landscape.spectral.density import SpectralDensity
 
@@ -49,7 +50,7 @@ def directional_curvature(op, g, *, dim: int | None = None, dtype=None) -> jax.A
     optionally ``dtype``). Returns a scalar.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    _inputs.check_vector(_flat(g, "g"), op.dim, "g")
+    validate.check_vector(_flat(g, "g"), op.dim, "g")
     g = jnp.asarray(g, op.dtype)
     acc = _inputs.accumulation_dtype(op.dtype)
     return _inputs.dot(g, op.matvec(g), acc) / _inputs.dot(g, g, acc)
@@ -62,7 +63,7 @@ def gradient_fraction_in_topk(g, eigenvectors) -> jax.Array:
     V = jnp.asarray(eigenvectors)
     if V.ndim != 2 or V.shape[0] != g.shape[0]:
         raise ValueError(f"eigenvectors must have shape ({g.shape[0]}, k); got {V.shape}")
-    _inputs.check_concrete_values(g, "g")
+    validate.check_concrete_values(g, "g")
     acc = _inputs.accumulation_dtype(jnp.result_type(g, V))
     proj = jnp.matmul(V.T, g, precision=_inputs.HIGHEST, preferred_element_type=acc)
     return jnp.sum(proj**2) / _inputs.dot(g, g, acc)

@@ -67,6 +67,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from landscape import validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz, safe_norm
 
@@ -188,18 +189,18 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     dim = op.dim
-    k = _inputs.check_int(k, "k", low=1, high=dim)
+    k = validate.check_int(k, "k", low=1, high=dim)
     if which not in _WHICH:
         raise ValueError(f"which must be one of {_WHICH}; got {which!r}")
-    _inputs.check_key(key)
+    validate.check_key(key)
     if num_steps is not None:
-        steps = _inputs.check_int(num_steps, "num_steps", low=k, high=dim)
+        steps = validate.check_int(num_steps, "num_steps", low=k, high=dim)
     else:
         default = min(dim, max(10 * k, 100))
-        steps = default if max_steps is None else _inputs.check_int(
+        steps = default if max_steps is None else validate.check_int(
             max_steps, "max_steps", low=k, high=dim)
-    tol = default_tol(op.dtype, dim) if tol is None else _inputs.check_positive(tol, "tol")
-    chunk = _inputs.check_int(chunk, "chunk", low=1)
+    tol = default_tol(op.dtype, dim) if tol is None else validate.check_positive(tol, "tol")
+    chunk = validate.check_int(chunk, "chunk", low=1)
     start = _start_vector(v0, dim, op.dtype)
     if not isinstance(warm_noise, int | float) or not warm_noise >= 0:
         raise ValueError(f"warm_noise must be a number >= 0; got {warm_noise!r}")
@@ -215,12 +216,12 @@ def _start_vector(v0, dim, dtype):
     if v0.ndim == 2:
         if v0.shape[0] != dim or v0.shape[1] < 1:
             raise ValueError(f"v0 must have shape ({dim},) or ({dim}, b); got {v0.shape}")
-        _inputs.check_concrete_values(v0, "v0")
+        validate.check_concrete_values(v0, "v0")
         norms = jnp.linalg.norm(v0, axis=0)
         if not isinstance(norms, jax.core.Tracer) and not bool(jnp.all(norms > 0)):
             raise ValueError("v0 has an all-zero column; warm-start vectors must be nonzero")
         return jnp.sum(v0 / norms, axis=1)
-    _inputs.check_vector(v0, dim, "v0")
+    validate.check_vector(v0, dim, "v0")
     return v0
 
 

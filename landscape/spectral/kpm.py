@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz
 
@@ -87,9 +88,9 @@ def kpm_density(op, *, key, num_moments: int = 100, num_probes: int = 10,
       ``KPMDensity`` with ``(num_moments,)`` moments and their standard errors.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    _inputs.check_key(key)
-    num_moments = _inputs.check_int(num_moments, "num_moments", low=2)
-    num_probes = _inputs.check_int(num_probes, "num_probes", low=2)
+    validate.check_key(key)
+    num_moments = validate.check_int(num_moments, "num_moments", low=2)
+    num_probes = validate.check_int(num_probes, "num_probes", low=2)
     k_bounds, k_probes = jax.random.split(key)
     extra = 0
     if bounds is None:
@@ -120,8 +121,8 @@ def spectrum_bounds(op, *, key, num_steps: int = 40, dim: int | None = None, dty
       ``(lo, hi)``, scalars.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    _inputs.check_key(key)
-    num_steps = _inputs.check_int(num_steps, "num_steps", low=1)
+    validate.check_key(key)
+    num_steps = validate.check_int(num_steps, "num_steps", low=1)
     steps = min(op.dim, num_steps)
     return _bounds(op, key, steps=steps)
 

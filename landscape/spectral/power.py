@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from landscape import validate
 from landscape.spectral import _inputs
 
 __all__ = ["PowerIterationResult", "power_iteration"]
@@ -67,10 +68,10 @@ def power_iteration(op, k: int = 1, *, key, tol: float = 1e-3, max_iter: int = 1
       ``residuals (k,)``, ``num_iterations (k,)``, ``num_matvecs``.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    k = _inputs.check_int(k, "k", low=1, high=op.dim)
-    _inputs.check_key(key)
-    tol = _inputs.check_positive(tol, "tol")
-    max_iter = _inputs.check_int(max_iter, "max_iter", low=1)
+    k = validate.check_int(k, "k", low=1, high=op.dim)
+    validate.check_key(key)
+    tol = validate.check_positive(tol, "tol")
+    max_iter = validate.check_int(max_iter, "max_iter", low=1)
     return _power_kernel(op, key, k=k, tol=tol, max_iter=max_iter)
 
 

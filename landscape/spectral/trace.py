@@ -74,6 +74,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from landscape import validate
 from landscape.spectral import _inputs
 
 __all__ = ["TraceEstimate", "DiagonalEstimate", "trace", "diagonal"]
@@ -126,17 +127,17 @@ def trace(op, *, key, num_matvecs: int = 99, method: str = "hutchinson",
       ``TraceEstimate(estimate, stderr, num_matvecs)``, scalars.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    _inputs.check_key(key)
+    validate.check_key(key)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
     low = {"hutchinson": 2, "hutch++": 3, "xtrace": 4}[method]
-    m = _inputs.check_int(num_matvecs, "num_matvecs", low=low)
+    m = validate.check_int(num_matvecs, "num_matvecs", low=low)
     if rtol is not None:
         if method != "hutchinson":
             raise ValueError(f"rtol (sequential stopping) is only for method='hutchinson'; "
                              f"got method={method!r}")
-        rtol = _inputs.check_positive(rtol, "rtol")
-        min_samples = _inputs.check_int(min_samples, "min_samples", low=2, high=m)
+        rtol = validate.check_positive(rtol, "rtol")
+        min_samples = validate.check_int(min_samples, "min_samples", low=2, high=m)
         return _hutchinson_sequential(op, key, m=m, rtol=rtol, min_samples=min_samples)
     if method == "hutchinson":
         return _hutchinson(op, key, m=m)
@@ -301,8 +302,8 @@ def diagonal(op, *, key, num_matvecs: int = 100, dim: int | None = None,
       ``DiagonalEstimate`` with ``estimate`` and ``stderr`` of shape ``(dim,)``.
     """
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
-    _inputs.check_key(key)
-    m = _inputs.check_int(num_matvecs, "num_matvecs", low=2)
+    validate.check_key(key)
+    m = validate.check_int(num_matvecs, "num_matvecs", low=2)
     return _diagonal(op, key, m=m)
 
 
