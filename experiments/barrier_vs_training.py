@@ -15,6 +15,7 @@ while ResNet-20 on CIFAR-10 needs a few thousand steps).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from experiments import _lmc
 from experiments.layouts.barrier_vs_training import Metrics
 from landscape import connectivity as C
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Config:
     steps of batch 128; 8 checkpoints; spawn steps k in {0, 25, 50, 100, 200, 400, 800}."""
 
     seed: int = 0
-    dataset: str = "mnist1d"
+    dataset: Literal["mnist1d", "digits"] = "mnist1d"
     width: int = 128
     depth: int = 2
     num_steps: int = 1500
@@ -46,6 +47,26 @@ class Config:
     def smoke(cls) -> Config:
         return cls(dataset="digits", width=8, num_steps=30, checkpoints=(0, 10, 30),
                    spawn_steps=(0, 10), num_points=5, num_train=300)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("width", "depth", "num_steps", "batch_size",
+                                     "learning_rate", "num_train"),
+                     nonnegative=("checkpoints", "spawn_steps"),
+                     choices={"dataset": ("mnist1d", "digits")})
+        if self.num_points < 2:
+            raise ValueError(f"config key 'num_points' must be >= 2; got {self.num_points}")
+        for key in ("checkpoints", "spawn_steps"):  # trained in segments, in this order
+            steps = getattr(self, key)
+            if not steps or list(steps) != sorted(set(steps)):
+                raise ValueError(f"config key {key!r} must be non-empty and strictly "
+                                 f"increasing; got {steps}")
+            if steps[-1] > self.num_steps:
+                raise ValueError(f"config key {key!r} must be <= num_steps "
+                                 f"({self.num_steps}); got {steps[-1]}")
+        if self.num_train is not None and self.batch_size > self.num_train:
+            raise ValueError(f"config key 'batch_size' must be <= num_train "
+                             f"({self.num_train}); got {self.batch_size}")
 
 
 def _barriers(pa, pb, test, num_points):

@@ -32,6 +32,7 @@ experiment measures, and the README says where it does not):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ import numpy as np
 from experiments import _lmc
 from experiments.layouts.barrier_vs_width import AXES, METHODS, Metrics
 from landscape import connectivity as C
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Config:
     steps at every width; REPAIR on 9 alphas."""
 
     seed: int = 0
-    datasets: tuple[str, ...] = ("mnist1d", "digits")
+    datasets: tuple[Literal["mnist1d", "digits"], ...] = ("mnist1d", "digits")
     widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     depth: int = 2
     num_pairs: int = 2
@@ -69,6 +70,23 @@ class Config:
         return cls(datasets=("digits",), widths=(8,), num_pairs=1, num_steps=40,
                    num_points=5, repair_points=3, ste_steps=1, num_train=300,
                    matching_examples=200)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("widths", "depth", "num_pairs", "num_steps", "batch_size",
+                                     "learning_rate", "ste_steps", "num_train",
+                                     "matching_examples"),
+                     nonnegative=("ste_max_width",),
+                     choices={"datasets": ("mnist1d", "digits")})
+        for key in ("datasets", "widths"):
+            if not getattr(self, key):
+                raise ValueError(f"config key {key!r} must be non-empty; got ()")
+        for key in ("num_points", "repair_points"):
+            if getattr(self, key) < 2:
+                raise ValueError(f"config key {key!r} must be >= 2; got {getattr(self, key)}")
+        if self.num_train is not None and self.batch_size > self.num_train:
+            raise ValueError(f"config key 'batch_size' must be <= num_train "
+                             f"({self.num_train}); got {self.batch_size}")
 
 
 def _path_barriers(params_a, params_b, test, num_points):

@@ -9,13 +9,14 @@ Table 1) is about 32% for logistic regression, 68% for an MLP and 94% for a CNN.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import numpy as np
 import optax
 
 from experiments.layouts.baselines import Metrics
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 # Published MNIST-1D test accuracies (Greydanus and Kobak 2024, Table 1).
 MNIST1D_REFERENCE = {"linear": 0.32, "mlp": 0.68, "cnn": 0.94}
@@ -27,8 +28,8 @@ class Config:
 
     seed: int = 0
     num_seeds: int = 3
-    datasets: tuple[str, ...] = ("mnist1d", "digits")
-    models: tuple[str, ...] = ("linear", "mlp", "cnn")
+    datasets: tuple[Literal["mnist1d", "digits"], ...] = ("mnist1d", "digits")
+    models: tuple[Literal["linear", "mlp", "cnn"], ...] = ("linear", "mlp", "cnn")
     mnist1d_train: int = 4000
     mnist1d_test: int = 1000
     mlp_width: int = 100
@@ -44,6 +45,21 @@ class Config:
     def smoke(cls) -> Config:
         return cls(num_seeds=1, mnist1d_train=400, mnist1d_test=200, mlp_width=32,
                    cnn_width=8, num_steps=60, eval_every=30, batch_size=50)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("num_seeds", "mnist1d_train", "mnist1d_test", "mlp_width",
+                                     "cnn_width", "cnn_layers", "learning_rate", "batch_size",
+                                     "num_steps", "eval_every"),
+                     nonnegative=("mlp_depth",),
+                     choices={"datasets": ("mnist1d", "digits"),
+                              "models": ("linear", "mlp", "cnn")})
+        for key in ("datasets", "models"):
+            if not getattr(self, key):
+                raise ValueError(f"config key {key!r} must be non-empty; got ()")
+        if "mnist1d" in self.datasets and self.batch_size > self.mnist1d_train:
+            raise ValueError(f"config key 'batch_size' must be <= mnist1d_train "
+                             f"({self.mnist1d_train}); got {self.batch_size}")
 
 
 def _dataset(config: Config, name: str, key):

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from experiments.layouts.hessian_outliers import Metrics, run_key
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,23 @@ class Config:
             density_steps=12,
             extra_seeds=1,
         )
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("widths", "input_dim", "num_per_class", "learning_rate",
+                                     "num_steps", "curvature_batch_size", "density_probes",
+                                     "density_steps"),
+                     nonnegative=("depth", "separation", "noise", "num_extra",
+                                  "dense_check_max_dim", "extra_seeds"))
+        for key in ("num_classes", "widths"):
+            if not getattr(self, key):
+                raise ValueError(f"config key {key!r} must be non-empty; got ()")
+        if min(self.num_classes) < 2:
+            raise ValueError(f"config key 'num_classes' must be >= 2 (classes of the mixture); "
+                             f"got {min(self.num_classes)}")
+        if not self.gap_threshold > 1:
+            raise ValueError(f"config key 'gap_threshold' must be > 1 (a ratio of consecutive "
+                             f"eigenvalues); got {self.gap_threshold}")
 
 
 def outlier_count(eigenvalues, gap_threshold: float = 1.4) -> int:

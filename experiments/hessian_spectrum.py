@@ -29,13 +29,14 @@ steps, curvature on 500 training examples (convolution HVPs are the cost on CPU)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import numpy as np
 import optax
 
 from experiments.layouts.hessian_spectrum import Metrics
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 _DATASETS = ("digits", "mnist1d")
 _MODELS = ("mlp", "cnn")
@@ -47,7 +48,8 @@ class Config:
 
     seed: int = 0
     # "DATASET_MODEL" with DATASET in {digits, mnist1d} and MODEL in {mlp, cnn}.
-    runs: tuple[str, ...] = ("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
+    runs: tuple[Literal["digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn"], ...] = (
+        "digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
     mlp_width: int = 32
     mlp_depth: int = 2
     cnn_width: int = 8
@@ -76,6 +78,27 @@ class Config:
                    cnn_layers=1, mnist1d_train=200, num_steps=20, batch_size=32,
                    curvature_examples=64, curvature_batch_size=64, top_k=3,
                    eigsh_max_steps=20, density_probes=2, density_steps=10)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("mlp_width", "cnn_width", "cnn_layers", "mnist1d_train",
+                                     "learning_rate", "num_steps", "batch_size",
+                                     "curvature_examples", "curvature_batch_size", "top_k",
+                                     "eigsh_max_steps", "density_probes", "density_steps",
+                                     "display_tau", "display_sigma"),
+                     nonnegative=("mlp_depth", "dense_check_max_dim"),
+                     choices={"runs": [f"{d}_{m}" for d in _DATASETS for m in _MODELS]})
+        if not self.runs:
+            raise ValueError("config key 'runs' must be non-empty; got ()")
+        if self.eigsh_max_steps < self.top_k:
+            raise ValueError(f"config key 'eigsh_max_steps' must be >= top_k ({self.top_k}): "
+                             f"Lanczos needs at least k steps for k eigenpairs; "
+                             f"got {self.eigsh_max_steps}")
+        if any(r.startswith("mnist1d_") for r in self.runs):
+            for key in ("batch_size", "curvature_examples"):
+                if getattr(self, key) > self.mnist1d_train:
+                    raise ValueError(f"config key {key!r} must be <= mnist1d_train "
+                                     f"({self.mnist1d_train}); got {getattr(self, key)}")
 
 
 def _load(name: str, key, config: Config, flatten: bool):

@@ -21,7 +21,7 @@ import numpy as np
 from experiments.layouts.icl_as_gd import Metrics
 from landscape import attention as att
 from landscape import data
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,17 @@ class Config:
         return cls(num_seeds=1, dim=3, num_context=5, num_steps=200, batch_size=32,
                    learning_rate=1e-2, record_every=50, num_eval_tasks=128,
                    eta_grid=(0.5, 1.0, 2.0))
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("num_seeds", "dim", "num_context", "num_steps",
+                                     "batch_size", "learning_rate", "record_every",
+                                     "num_eval_tasks", "init_scale", "eta_grid"))
+        if not self.eta_grid:
+            raise ValueError("config key 'eta_grid' must be non-empty; got ()")
+        if self.num_steps % self.record_every:
+            raise ValueError(f"config key 'num_steps' must be a multiple of record_every "
+                             f"({self.record_every}); got {self.num_steps}")
 
 
 _TRAIN = jax.jit(att.train_lsa, static_argnames=("num_steps", "batch_size", "record_every"))

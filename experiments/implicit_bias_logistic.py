@@ -28,7 +28,7 @@ import numpy as np
 
 from experiments.layouts.implicit_bias_logistic import Metrics
 from landscape import attention as att
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ class Config:
     @classmethod
     def smoke(cls) -> Config:
         return cls(num_datasets=1, num_steps=2000, num_records=12)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("num_datasets", "n_pos", "n_neg", "learning_rate"))
+        if not self.margin_ratio > 1:
+            raise ValueError(f"config key 'margin_ratio' must be > 1 (points with margins in "
+                             f"(1, margin_ratio) are pruned); got {self.margin_ratio}")
+        if self.num_steps <= 10:  # records are log-spaced from step 10 to num_steps
+            raise ValueError(f"config key 'num_steps' must be > 10; got {self.num_steps}")
+        if self.num_records < 2:  # the rate is fitted to the records of the last decade
+            raise ValueError(f"config key 'num_records' must be >= 2; got {self.num_records}")
 
 
 def run_dataset(config: Config, k: int) -> dict:

@@ -16,6 +16,7 @@ Two MLPs are trained from independent seeds and aligned by weight matching. Repo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from experiments import _lmc
 from experiments.layouts.matching_anatomy import LAYER_COLUMNS, Metrics
 from landscape import connectivity as C
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Config:
     steps of batch 128; overlaps up to k = 32; barriers on 2000 training examples."""
 
     seed: int = 0
-    dataset: str = "mnist1d"
+    dataset: Literal["mnist1d", "digits"] = "mnist1d"
     width: int = 128
     depth: int = 3
     num_steps: int = 2000
@@ -47,6 +48,19 @@ class Config:
     def smoke(cls) -> Config:
         return cls(dataset="digits", width=8, depth=2, num_steps=30, top_k=4, num_points=5,
                    eval_examples=200, num_train=300)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("width", "depth", "num_steps", "batch_size",
+                                     "learning_rate", "top_k", "eval_examples", "num_train"),
+                     choices={"dataset": ("mnist1d", "digits")})
+        if self.num_points < 3 or self.num_points % 2 == 0:
+            raise ValueError(f"config key 'num_points' must be odd and >= 3 (the "
+                             f"midpoint_minus_mean barrier needs alpha = 0.5 on the grid); "
+                             f"got {self.num_points}")
+        if self.num_train is not None and self.batch_size > self.num_train:
+            raise ValueError(f"config key 'batch_size' must be <= num_train "
+                             f"({self.num_train}); got {self.batch_size}")
 
 
 def _train_pair(config):

@@ -14,6 +14,7 @@ more, and PLeaS trades width for accuracy up to the ensemble.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from experiments import _lmc
 from experiments.layouts.merging import Metrics
 from landscape import connectivity as C
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Config:
     layers, 2000 Adam steps of batch 128; PLeaS fitted on 2000 training examples."""
 
     seed: int = 0
-    dataset: str = "mnist1d"
+    dataset: Literal["mnist1d", "digits"] = "mnist1d"
     width: int = 128
     depth: int = 2
     num_models: int = 4
@@ -46,6 +47,24 @@ class Config:
     def smoke(cls) -> Config:
         return cls(dataset="digits", width=8, num_models=3, num_steps=30,
                    pleas_factors=(1.0, 2.0), fit_examples=200, align_rounds=1, num_train=300)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("width", "depth", "num_steps", "batch_size",
+                                     "learning_rate", "fit_examples", "align_rounds",
+                                     "num_train"),
+                     choices={"dataset": ("mnist1d", "digits")})
+        if self.num_models < 2:
+            raise ValueError(f"config key 'num_models' must be >= 2 (merges need two models); "
+                             f"got {self.num_models}")
+        if not self.pleas_factors:
+            raise ValueError("config key 'pleas_factors' must be non-empty; got ()")
+        bad = [f for f in self.pleas_factors if not 1 <= f <= 2]
+        if bad:  # PLeaS merges two width-h layers into one of width f * h in [h, 2h]
+            raise ValueError(f"config key 'pleas_factors' must be in [1, 2]; got {bad[0]}")
+        if self.num_train is not None and self.batch_size > self.num_train:
+            raise ValueError(f"config key 'batch_size' must be <= num_train "
+                             f"({self.num_train}); got {self.batch_size}")
 
 
 def _accuracy(params, test):

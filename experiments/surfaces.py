@@ -13,6 +13,7 @@ Expected: the linear path has a clear barrier; the Bezier curve stays near the e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from landscape import connectivity as C
 from landscape import losses
 from landscape import nnx as lnnx
 from landscape import train as T
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 from landscape.models.mlp import MLP
 
 
@@ -36,7 +37,7 @@ class Config:
     bend trained for 1500 steps."""
 
     seed: int = 0
-    dataset: str = "mnist1d"
+    dataset: Literal["mnist1d", "digits"] = "mnist1d"
     width: int = 64
     depth: int = 2
     num_steps: int = 2000
@@ -55,6 +56,23 @@ class Config:
     def smoke(cls) -> Config:
         return cls(dataset="digits", width=8, num_steps=30, grid_points=3, hessian_examples=100,
                    bezier_steps=5, num_points=5, num_train=300)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("width", "depth", "num_steps", "batch_size",
+                                     "learning_rate", "grid_points", "grid_radius",
+                                     "hessian_examples", "bezier_steps", "bezier_lr",
+                                     "num_train"),
+                     choices={"dataset": ("mnist1d", "digits")})
+        seeds = self.direction_seeds
+        if len(seeds) != 2 or seeds[0] == seeds[1]:  # two different directions span a plane
+            raise ValueError(f"config key 'direction_seeds' must be two different seeds; "
+                             f"got {seeds}")
+        if self.num_points < 2:
+            raise ValueError(f"config key 'num_points' must be >= 2; got {self.num_points}")
+        if self.num_train is not None and self.batch_size > self.num_train:
+            raise ValueError(f"config key 'batch_size' must be <= num_train "
+                             f"({self.num_train}); got {self.batch_size}")
 
 
 def _train_flax(config, norm, train):

@@ -28,7 +28,7 @@ import numpy as np
 from experiments.layouts.svm_convergence import Metrics
 from landscape import attention as att
 from landscape import data
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,19 @@ class Config:
     def smoke(cls) -> Config:
         return cls(num_seeds=2, n=3, T=4, d=5, num_steps=400, record_every=20,
                    ridge_ablation=(0.0, 1e-16))
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("num_seeds", "n", "d", "num_steps", "record_every",
+                                     "learning_rate", "init_scale_W", "init_scale_KQ"),
+                     nonnegative=("ridge", "ridge_ablation"), unit=("threshold",))
+        if self.T < 2:
+            raise ValueError(f"config key 'T' must be >= 2 (tokens to select from); got {self.T}")
+        if self.num_steps % self.record_every:
+            raise ValueError(f"config key 'num_steps' must be a multiple of record_every "
+                             f"({self.record_every}); got {self.num_steps}")
+        if not self.ridge_ablation:
+            raise ValueError("config key 'ridge_ablation' must be non-empty; got ()")
 
 
 def _train(params, X, Z, Y, v, *, num_steps, record_every, learning_rate, ridge):

@@ -23,7 +23,7 @@ import numpy as np
 from experiments.layouts.svm_local import KINDS, Metrics
 from landscape import attention as att
 from landscape import data
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,22 @@ class Config:
     def smoke(cls) -> Config:
         return cls(num_seeds=2, n=3, T=4, d=4, init_scales=(0.01,), num_steps=200,
                    picture_T=4, picture_paths=3, picture_steps=50)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("num_seeds", "n", "d", "init_scales", "num_steps",
+                                     "learning_rate", "record_every", "picture_paths",
+                                     "picture_steps", "picture_init_scale",
+                                     "picture_max_tries"))
+        for key in ("T", "picture_T"):
+            if getattr(self, key) < 2:
+                raise ValueError(f"config key {key!r} must be >= 2 (tokens to select from); "
+                                 f"got {getattr(self, key)}")
+        if not self.init_scales:
+            raise ValueError("config key 'init_scales' must be non-empty; got ()")
+        if self.num_steps % self.record_every:
+            raise ValueError(f"config key 'num_steps' must be a multiple of record_every "
+                             f"({self.record_every}); got {self.num_steps}")
 
 
 def _train(params, X, Z, Y, v, *, num_steps, record_every, learning_rate):

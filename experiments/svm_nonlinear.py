@@ -29,7 +29,7 @@ import optax
 from experiments.layouts.svm_nonlinear import Metrics
 from landscape import attention as att
 from landscape import data
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,19 @@ class Config:
     def smoke(cls) -> Config:
         return cls(num_seeds=2, n=3, T=4, d=4, head_width=4, num_steps=1000,
                    records_per_decade=4)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("num_seeds", "n", "d", "head_width", "records_per_decade",
+                                     "learning_rate", "init_scale"))
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"config key 'threshold' must be in (0, 1) (a softmax weight); "
+                             f"got {self.threshold}")
+        if self.T < 2:
+            raise ValueError(f"config key 'T' must be >= 2 (tokens to select from); got {self.T}")
+        if self.num_steps < 100:  # see record_steps
+            raise ValueError(f"config key 'num_steps' must be >= 100 (two decades); "
+                             f"got {self.num_steps}")
 
 
 def record_steps(config: Config) -> np.ndarray:

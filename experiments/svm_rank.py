@@ -19,7 +19,7 @@ import numpy as np
 from experiments.layouts.svm_rank import Metrics
 from landscape import attention as att
 from landscape import data
-from landscape.experiment import RunContext
+from landscape.experiment import RunContext, check_fields
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,18 @@ class Config:
     @classmethod
     def smoke(cls) -> Config:
         return cls(ns=(2,), ds=(2, 4), T=3, num_draws=2)
+
+    def __post_init__(self):
+        """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
+        check_fields(self, positive=("ns", "ds", "num_draws"))
+        if not 0 < self.rank_tol < 1:
+            raise ValueError(f"config key 'rank_tol' must be in (0, 1) (relative to the largest "
+                             f"singular value); got {self.rank_tol}")
+        for key in ("ns", "ds"):
+            if not getattr(self, key):
+                raise ValueError(f"config key {key!r} must be non-empty; got ()")
+        if self.T < 2:
+            raise ValueError(f"config key 'T' must be >= 2 (tokens to select from); got {self.T}")
 
 
 def _rank(W, tol) -> int:

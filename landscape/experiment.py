@@ -30,7 +30,6 @@ import inspect
 import io
 import json
 import os
-import pickle
 import platform
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ import sys
 import time
 import types
 import typing
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
@@ -57,12 +57,16 @@ __all__ = [
     "format_duration",
     "experiment_name",
     "make_config",
+    "check_fields",
+    "config_flags",
+    "stored_runs",
     "config_dict",
     "config_hash",
     "code_hash",
     "result_path",
     "work_dir",
     "run_experiment",
+    "forget",
     "load",
     "ensure",
 ]
@@ -143,6 +147,7 @@ def _check_experiment(module) -> None:
 
 def make_config(module: types.ModuleType, *, smoke: bool = False, overrides: Iterable[str] = ()):
     """The default (or smoke) ``Config`` of ``module`` with ``key=value`` overrides applied."""
+    name = experiment_name(module)
     config = module.Config.smoke() if smoke else module.Config()
     hints = typing.get_type_hints(type(config))
     fields = {f.name for f in dataclasses.fields(config)}
@@ -152,10 +157,42 @@ def make_config(module: types.ModuleType, *, smoke: bool = False, overrides: Ite
         if not sep:
             raise UsageError(f"--set expects key=value; got {item!r}")
         if key not in fields:
-            raise UsageError(f"unknown config key {key!r} for {experiment_name(module)}; "
+            raise UsageError(f"unknown config key {key!r} for {name}; "
                              f"known keys: {', '.join(sorted(fields))}")
         changes[key] = _parse(key, text, hints.get(key, str))
-    return dataclasses.replace(config, **changes)
+    try:  # the Config's own checks (__post_init__) run here, before any work
+        return dataclasses.replace(config, **changes)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid config for {name}: {exc}") from None
+
+
+def check_fields(config, *, positive: Iterable[str] = (), nonnegative: Iterable[str] = (),
+                 unit: Iterable[str] = (), choices: Mapping[str, Iterable] | None = None) -> None:
+    """Range checks for a ``Config.__post_init__``; raise ``ValueError`` naming the field.
+
+    ``positive``: every value (every item, for a tuple) is ``> 0``; ``nonnegative``: ``>= 0``;
+    ``unit``: in ``[0, 1]``; ``choices``: every item of a tuple field (or the value) is one of
+    the given options. ``make_config`` turns the error into the CLI's one-line usage error, so
+    a bad ``--set`` fails before any work starts.
+    """
+
+    def items(field):
+        value = getattr(config, field)
+        return value if isinstance(value, tuple) else (value,)
+
+    rules = [(positive, lambda v: v > 0, "> 0"), (nonnegative, lambda v: v >= 0, ">= 0"),
+             (unit, lambda v: 0 <= v <= 1, "in [0, 1]")]
+    for fields, ok, text in rules:
+        for field in fields:
+            bad = [v for v in items(field) if v is not None and not ok(v)]
+            if bad:
+                raise ValueError(f"config key {field!r} must be {text}; got {bad[0]!r}")
+    for field, options in (choices or {}).items():
+        options = tuple(options)
+        bad = [v for v in items(field) if v not in options]
+        if bad:
+            raise ValueError(f"config key {field!r}: {bad[0]!r} is not one of "
+                             f"{', '.join(map(str, options))}")
 
 
 def _parse(key: str, text: str, tp) -> Any:
@@ -176,10 +213,14 @@ def _parse(key: str, text: str, tp) -> Any:
                 return False
             raise ValueError(text)
         if typing.get_origin(tp) is typing.Literal:
-            if text not in [str(a) for a in typing.get_args(tp)]:
-                raise ValueError(text)
+            options = [str(a) for a in typing.get_args(tp)]
+            if text not in options:
+                raise UsageError(f"config key {key!r} expects one of {', '.join(options)}; "
+                                 f"got {text!r}")
             return text
         return tp(text)
+    except UsageError:
+        raise
     except (TypeError, ValueError):
         name = getattr(tp, "__name__", str(tp))
         raise UsageError(f"config key {key!r} expects {name}; got {text!r}") from None
@@ -272,6 +313,7 @@ class RunContext:
         self.work_dir = work_dir
         self.style = progress_style(quiet)
         self.name = name
+        self.reused_seconds = 0.0  # compute time of the stages reused from earlier attempts
 
     @classmethod
     def ephemeral(cls) -> RunContext:
@@ -282,19 +324,32 @@ class RunContext:
         return self.style == "off"
 
     def stage(self, name: str, fn: Callable[[], T]) -> T:
-        """Return ``fn()``, memoised on disk under ``name`` once it has finished."""
-        path = None if self.work_dir is None else self.work_dir / f"stage-{_safe(name)}.pkl"
+        """Return ``fn()``, memoised on disk under ``name`` once it has finished.
+
+        The value is stored without pickle (``stage-NAME.json`` plus ``stage-NAME.npz`` for its
+        arrays, see ``encode_stage``): dicts, lists, tuples, strings, numbers, None and arrays
+        (JAX arrays come back as NumPy arrays). A fresh run returns the same decoded value that
+        a resumed run reads back, so both see identical types.
+        """
+        path = None if self.work_dir is None else self.work_dir / f"stage-{_safe(name)}.json"
         if path is not None and path.exists():
+            value, seconds = _read_stage(path)
+            self.reused_seconds += seconds
             self._line(f"stage {name}: done in an earlier attempt, reused")
-            with open(path, "rb") as fh:
-                return pickle.load(fh)
+            return value
         self._line(f"stage {name}: started")
         start = time.perf_counter()
         value = fn()
+        seconds = time.perf_counter() - start
+        arrays: dict[str, np.ndarray] = {}
+        try:
+            tree = encode_stage(value, arrays)
+        except TypeError as exc:
+            raise TypeError(f"stage {name!r}: {exc}") from None
         if path is not None:
-            _atomic_write(path, pickle.dumps(_to_numpy(value)))
-        self._line(f"stage {name}: finished in {format_duration(time.perf_counter() - start)}")
-        return value
+            _write_stage(path, tree, arrays, seconds)
+        self._line(f"stage {name}: finished in {format_duration(seconds)}")
+        return decode_stage(tree, arrays)
 
     def path(self, name: str) -> Path:
         """A scratch path inside the run's work directory (a temp dir for ephemeral runs)."""
@@ -334,15 +389,91 @@ def _atomic_write(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
-def _to_numpy(value):
-    """Convert JAX arrays inside nested containers to NumPy (pickle-able, JAX-free to load)."""
-    if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_numpy(v) for v in value)
-    if hasattr(value, "__array__") and not isinstance(value, np.ndarray):
-        return np.asarray(value)
-    return value
+def encode_stage(value, arrays: dict[str, np.ndarray]):
+    """``value`` as a JSON-able tree; its arrays go into ``arrays`` (no pickle anywhere).
+
+    Containers are tagged so they come back as they went in: ``{"list": [...]}``,
+    ``{"tuple": [...]}``, ``{"dict": [[key, value], ...]}`` (keys may be numbers, strings or
+    tuples of them), ``{"array": name}`` for an array (JAX arrays are stored as NumPy arrays)
+    and ``{"scalar": name}`` for a NumPy scalar. Python ``None``, bools, ints, floats (NaN and
+    infinities included) and strings are stored as themselves. Anything else (a NamedTuple, a
+    dataclass, an object array) raises ``TypeError``: return its fields as a dict instead.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic) or hasattr(value, "__array__"):
+        arr = np.asarray(value)
+        if arr.dtype.hasobject:
+            raise TypeError("an object array cannot be stored without pickle")
+        key = f"a{len(arrays)}"
+        arrays[key] = arr
+        return {"scalar" if isinstance(value, np.generic) else "array": key}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        raise TypeError(f"a {type(value).__name__} (NamedTuple) cannot be stored without "
+                        "pickle; return value._asdict() instead")
+    if type(value) in (list, tuple):
+        return {type(value).__name__: [encode_stage(v, arrays) for v in value]}
+    if type(value) is dict:
+        return {"dict": [[encode_stage(k, arrays), encode_stage(v, arrays)]
+                         for k, v in value.items()]}
+    raise TypeError(f"a value of type {type(value).__name__} cannot be stored without pickle; "
+                    "return dicts, lists, tuples, numbers, strings or arrays")
+
+
+def decode_stage(tree, arrays):
+    """The value ``encode_stage`` turned into ``tree`` (the inverse; tuples stay tuples)."""
+    if not isinstance(tree, dict):
+        return tree
+    (tag, body), = tree.items()
+    if tag == "array":
+        return arrays[body]
+    if tag == "scalar":
+        return arrays[body][()]
+    if tag == "list":
+        return [decode_stage(v, arrays) for v in body]
+    if tag == "tuple":
+        return tuple(decode_stage(v, arrays) for v in body)
+    if tag == "dict":
+        return {_hashable(decode_stage(k, arrays)): decode_stage(v, arrays) for k, v in body}
+    raise ValueError(f"unknown tag {tag!r}")
+
+
+def _hashable(key):
+    return key.item() if isinstance(key, np.generic) else key
+
+
+def _write_stage(path: Path, tree, arrays: dict, seconds: float) -> None:
+    """The arrays first, then the JSON (whose presence marks the stage as finished)."""
+    if arrays:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _atomic_write(path.with_suffix(".npz"), buf.getvalue())
+    record = {"format": 1, "seconds": round(seconds, 3), "value": tree}
+    _atomic_write(path, json.dumps(record).encode())
+
+
+def _read_stage(path: Path):
+    """``(value, seconds)`` of a finished stage; a damaged file raises ``ResultsError``."""
+    try:
+        record = json.loads(path.read_text())
+        arrays = {}
+        npz = path.with_suffix(".npz")
+        if npz.exists():
+            with np.load(npz, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        return decode_stage(record["value"], arrays), float(record.get("seconds", 0.0))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise ResultsError(
+            f"stage file {path} (or its .npz) is damaged ({_reason(exc)}); deleting it is safe: "
+            "the stage is then recomputed") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause for a file that could not be read, never NumPy's pickle advice."""
+    text = str(exc)
+    if "allow_pickle" in text or "Object arrays" in text:
+        return "it holds pickled objects, which are never loaded"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- results
@@ -420,7 +551,7 @@ def _git_commit(where: Path) -> str:
         return "unknown"
 
 
-def _provenance(module, config, wall: float) -> dict:
+def _provenance(module, config, wall: float, reused: float, attempts: int) -> dict:
     import importlib.metadata as md
 
     import jax
@@ -445,17 +576,55 @@ def _provenance(module, config, wall: float) -> dict:
         "x64": bool(jax.config.jax_enable_x64),
         "seed": getattr(config, "seed", None),
         "wall_time_s": round(wall, 3),
+        "compute_time_s": round(wall + reused, 3),
+        "attempts": attempts,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": platform.machine(),
     }
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail before any work when results cannot be stored in ``folder``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ResultsError(f"cannot write results to {folder} ({exc.strerror or exc}); set "
+                           "LANDSCAPE_RESULTS to a writable folder") from None
+
+
+def _count_attempt(work: Path) -> int:
+    """Record one more attempt at the run in its work folder; return the count so far."""
+    path = work / "attempts.json"
+    try:
+        count = int(json.loads(path.read_text())["attempts"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        count = 1
+    _atomic_write(path, json.dumps({"attempts": count}).encode())
+    return count
+
+
+def forget(experiment: types.ModuleType | str, config) -> None:
+    """Delete the stored result of ``experiment`` for ``config`` and its unfinished work."""
+    path = result_path(experiment, config)
+    for file in (path, path.with_suffix(".npz")):
+        file.unlink(missing_ok=True)
+    for folder in path.parent.glob(f"{config_hash(config)}*.work"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_experiment(module: types.ModuleType, config=None, *,
-                   quiet: bool | None = None) -> Result:
+                   quiet: bool | None = None, force: bool = False) -> Result:
     """Run the experiment ``module`` on ``config`` (default: its default config) and store it.
 
-    Finished stages of an earlier, killed attempt with the same config and code are reused.
-    Once the result is stored, the work folders of this config are deleted.
+    Finished stages of an earlier, killed attempt with the same config and code are reused
+    (``force=True`` deletes them and any stored result first, and recomputes everything).
+    The provenance records ``wall_time_s`` (this attempt), ``compute_time_s`` (this attempt
+    plus the recorded time of the stages it reused) and ``attempts``. Once the result is stored,
+    the work folders of this config are deleted. A results folder that cannot be written raises
+    ``ResultsError`` before any work.
     """
     _check_experiment(module)
     name = experiment_name(module)
@@ -463,15 +632,20 @@ def run_experiment(module: types.ModuleType, config=None, *,
     if not isinstance(config, module.Config):
         raise TypeError(f"config must be a {name}.Config; got {type(config).__name__}")
     json_path = result_path(module, config)
+    _check_writable(json_path.parent)
+    if force:
+        forget(module, config)
     ctx = RunContext(work_dir(module, config), quiet=quiet, name=name)
-    ctx._line(f"run started (config {config_hash(config)})")
+    attempts = _count_attempt(ctx.work_dir)
+    ctx._line(f"run started (config {config_hash(config)}, attempt {attempts})")
     start = time.perf_counter()
     metrics = module.run(config, ctx)
     wall = time.perf_counter() - start
     arrays: dict[str, np.ndarray] = {}
     stored = _split_arrays(metrics, "metrics", arrays)
     record = {"name": name, "config_hash": config_hash(config), "config": config_dict(config),
-              "metrics": stored, "provenance": _provenance(module, config, wall)}
+              "metrics": stored,
+              "provenance": _provenance(module, config, wall, ctx.reused_seconds, attempts)}
     if arrays:
         buf = io.BytesIO()
         np.savez_compressed(buf, **{k.replace("/", "|"): v for k, v in arrays.items()})
@@ -483,30 +657,69 @@ def run_experiment(module: types.ModuleType, config=None, *,
     return load(name, config)
 
 
-def load(experiment: types.ModuleType | str, config=None, *, path: Path | None = None) -> Result:
+def load(experiment: types.ModuleType | str, config=None, *, path: Path | None = None,
+         arrays: bool = True) -> Result:
     """Load the stored result of ``experiment`` (a module or a name) for ``config``.
 
-    ``path`` reads a given results file instead. A missing file raises ``FileNotFoundError``;
-    an unreadable one ``ResultsError``.
+    ``path`` reads a given results file instead; ``arrays=False`` skips the ``.npz`` (the
+    metrics then hold ``{"__array__", "shape", "dtype"}`` placeholders). A missing file raises
+    ``FileNotFoundError``; an unreadable one ``ResultsError`` naming the file at fault. Arrays
+    are loaded with ``allow_pickle=False``.
     """
     name = experiment_name(experiment)
     if path is None:
         if config is None:
             raise TypeError("load needs a config or a path")
         path = result_path(name, config)
+    path = Path(path)
     try:
-        record = json.loads(Path(path).read_text())
-        arrays = {}
-        npz = Path(path).with_suffix(".npz")
-        if npz.exists():
-            with np.load(npz) as f:
-                arrays = {k.replace("|", "/"): f[k] for k in f.files}
-        metrics = _join_arrays(record["metrics"], arrays)
-        return Result(name, record["config"], metrics, record["provenance"], Path(path))
+        record = json.loads(path.read_text())
+        metrics, config_, provenance = record["metrics"], record["config"], record["provenance"]
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResultsError(f"cannot read results file {path}: {exc}") from None
+        raise ResultsError(f"cannot read results file {path}: {_reason(exc)}") from None
+    npz = path.with_suffix(".npz")
+    if arrays and npz.exists():
+        try:
+            with np.load(npz, allow_pickle=False) as f:
+                stored = {k.replace("|", "/"): f[k] for k in f.files}
+            metrics = _join_arrays(metrics, stored)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ResultsError(f"cannot read the arrays file {npz}: {_reason(exc)}; delete it "
+                               f"and {path.name} to recompute the run") from None
+    return Result(name, config_, metrics, provenance, path)
+
+
+def stored_runs(experiment: types.ModuleType | str) -> list[Result]:
+    """Every stored result of ``experiment``, newest first, without their arrays.
+
+    Unreadable files are skipped (``load`` on their path says what is wrong with them).
+    """
+    name = experiment_name(experiment)
+    runs = []
+    for path in (results_dir() / name).glob("*.json"):
+        try:
+            runs.append(load(name, path=path, arrays=False))
+        except ResultsError:
+            continue
+    return sorted(runs, key=lambda r: str(r.provenance.get("finished_at", "")), reverse=True)
+
+
+def config_flags(module: types.ModuleType, config: dict) -> list[str]:
+    """The command-line flags that rebuild the stored ``config`` (a ``Result.config`` dict):
+    ``--smoke`` when it is closer to the smoke config, then one ``--set key=value`` per field
+    that differs (tuples written comma-separated)."""
+    def differences(base):
+        base = config_dict(base)
+        return {k: v for k, v in config.items() if base.get(k) != v}
+
+    default, smoke = differences(module.Config()), differences(module.Config.smoke())
+    flags, diff = (["--smoke"], smoke) if len(smoke) < len(default) else ([], default)
+    for key, value in sorted(diff.items()):
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        flags += ["--set", f"{key}={text}"]
+    return flags
 
 
 def ensure(module: types.ModuleType, config, *, quiet: bool | None = None) -> Result:

@@ -4,7 +4,10 @@ Every script satisfies ``landscape.experiment.Figure``: ``EXPERIMENTS`` (the res
 and ``draw(results, out_dir)``. Scripts never import JAX; they read their results through the
 metric layouts in ``experiments.layouts`` and every plotted parameter from the stored config.
 ``landscape figures`` (``experiments.cli``) runs missing results and draws them into ``OUT_DIR``
-(this package's ``out/`` folder; the committed PNGs of the default configs live there).
+(this package's ``out/`` folder; the committed PNGs of the default configs live there) and
+copies the JSON record of each default run it drew from (config, scalar metrics, provenance;
+the arrays stay in the results folder) into ``RECORDS_DIR`` (``records/NAME.json`` here), so the
+numbers behind every committed figure are in the repository.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from types import ModuleType
 
 from landscape.experiment import UsageError
 
-__all__ = ["REGISTRY", "OUT_DIR", "names", "get"]
+__all__ = ["REGISTRY", "OUT_DIR", "RECORDS_DIR", "names", "get"]
 
 #: Where ``landscape figures`` draws the figures of the default configs.
 OUT_DIR = Path(__file__).resolve().parent / "out"
+
+#: Where ``landscape figures`` copies the JSON record of each default run behind ``OUT_DIR``.
+RECORDS_DIR = Path(__file__).resolve().parent / "records"
 
 #: Figure name -> module that draws it.
 REGISTRY: dict[str, str] = {

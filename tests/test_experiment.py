@@ -27,7 +27,8 @@ FAKE = textwrap.dedent('''
     from dataclasses import dataclass
     from pathlib import Path
     import numpy as np
-    from landscape.experiment import RunContext
+    from typing import Literal
+    from landscape.experiment import RunContext, check_fields
 
     SCALE = 1
 
@@ -38,6 +39,10 @@ FAKE = textwrap.dedent('''
         sleep: float = 0.0
         widths: tuple[int, ...] = (1, 2)
         flag: bool = False
+        kinds: tuple[Literal["mlp", "cnn"], ...] = ("mlp",)
+
+        def __post_init__(self):
+            check_fields(self, positive=("num_stages", "widths"), nonnegative=("sleep",))
 
         @classmethod
         def smoke(cls):
@@ -118,7 +123,7 @@ def test_run_stores_config_metrics_arrays_and_provenance(project):
     assert path.parent == root / "results" / "fake"
     record = json.loads(path.read_text())
     assert record["config"] == {"seed": 0, "num_stages": 4, "sleep": 0.0, "widths": [3, 4],
-                                "flag": True}
+                                "flag": True, "kinds": ["mlp"]}
     assert record["metrics"]["total"] == 18.0
     prov = record["provenance"]
     for key in ("git_commit", "code_hash", "versions", "backend", "device_kind",
@@ -140,12 +145,12 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
                             stderr=subprocess.PIPE)
     work = root / "results" / "fake"
     deadline = time.time() + 240
-    while len(list(work.glob("*.work/stage-*.pkl"))) < 2 and time.time() < deadline:
+    while len(list(work.glob("*.work/stage-*.json"))) < 2 and time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    finished = {p.stem.removeprefix("stage-s") for p in work.glob("*.work/stage-*.pkl")}
+    finished = {p.stem.removeprefix("stage-s") for p in work.glob("*.work/stage-*.json")}
     assert len(finished) >= 2 and not list(work.glob("*.json"))
     out = cli(["run", "fake", "--set", "sleep=1.0"], env, root)
     assert out.returncode == 0, out.stderr
@@ -169,7 +174,7 @@ def test_stages_of_edited_code_are_not_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_CRASH", "1")  # the old code finishes its stages, then dies
     with pytest.raises(RuntimeError, match="crashed"):
         ex.run_experiment(old, config, quiet=True)
-    assert (ex.work_dir(old, config) / "stage-s1.pkl").exists()
+    assert (ex.work_dir(old, config) / "stage-s1.json").exists()
     assert not ex.work_dir(new, new_config).exists()
     monkeypatch.delenv("FAKE_CRASH")
     result = ex.run_experiment(new, new_config, quiet=True)
@@ -222,7 +227,13 @@ def test_progress_style_follows_the_terminal_and_stays_quiet_under_pytest(monkey
         (["run", "fake", "--set", "flag=maybe"], "expects bool"),
         (["run", "fake", "--set", "num_stages"], "key=value"),
         (["figures", "nope"], "unknown figure"),
-        (["show", "fake"], "no stored result"),
+        (["show", "fake"], "no stored result for fake"),
+        (["show", "fake", "--smoke"], "`landscape run fake --smoke` first"),
+        (["run", "fake", "--set", "kinds=mlp,vit"], "'kinds' expects one of mlp, cnn; got 'vit'"),
+        (["run", "fake", "--set", "num_stages=-3"], "'num_stages' must be > 0; got -3"),
+        (["run", "fake", "--set", "widths=2,0"], "'widths' must be > 0; got 0"),
+        (["figures", "fakefig", "--set", "bogus=1"], "no experiment of these figures"),
+        (["show", "fake", "--run", "zzz"], "no stored run of fake"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(project, args, fragment):
@@ -269,7 +280,9 @@ def test_installed_command_lists_the_registries_from_any_directory(tmp_path):
                              env=env)
         assert out.returncode == 0, out.stderr
         listed_experiments, listed_figures = out.stdout.split("figures:")
-        assert listed_experiments.split()[1:] == experiments.names()
+        # each experiment line is "  NAME" or "  NAME  (k stored)"
+        assert [line.split()[0] for line in listed_experiments.splitlines()[1:]] == \
+            experiments.names()
         assert listed_figures.split() == paper_figures.names()
 
 
@@ -338,3 +351,183 @@ def test_the_runner_module_imports_no_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# ----------------------------------------------------------------------------- results management
+
+
+def _crash_env(env):
+    return {**env, "FAKE_CRASH": "1"}
+
+
+def test_force_recomputes_what_a_plain_rerun_reuses(project):
+    root, env = project
+    assert cli(["run", "fake", "--smoke"], _crash_env(env), root).returncode == 1
+    assert cli(["run", "fake", "--smoke"], env, root).returncode == 0  # reuses s0, s1
+    assert (root / "log").read_text().split() == ["0", "1"]
+    out = cli(["run", "fake", "--smoke", "--force"], env, root)
+    assert out.returncode == 0, out.stderr
+    assert (root / "log").read_text().split() == ["0", "1", "0", "1"]
+    assert Path(out.stdout.strip()).exists()
+
+
+class _Planted:
+    """Pickles into a call that creates the file ``marker``: proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_stages_are_stored_without_pickle_and_planted_pickles_never_run(project):
+    import pickle
+
+    root, env = project
+    assert cli(["run", "fake", "--smoke"], _crash_env(env), root).returncode == 1
+    (work,) = (root / "results" / "fake").glob("*.work")
+    names = sorted(p.name for p in work.iterdir())
+    assert names == ["attempts.json", "stage-s0.json", "stage-s0.npz", "stage-s1.json",
+                     "stage-s1.npz"]
+    marker = root / "pickle-ran"
+    # A pickle left in the work folder under the old file name is ignored ...
+    (work / "stage-s0.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    # ... and an archive of pickled objects in place of a stage's arrays is refused.
+    np.savez(work / "stage-s1.npz", a0=np.array([_Planted(marker)], dtype=object))
+    out = cli(["run", "fake", "--smoke"], env, root)
+    assert out.returncode == 2 and not marker.exists()
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert f"stage file {work / 'stage-s1.json'}" in out.stderr
+    assert "deleting it is safe" in out.stderr and "allow_pickle" not in out.stderr
+    (work / "stage-s1.json").unlink()
+    out = cli(["run", "fake", "--smoke"], env, root)
+    assert out.returncode == 0, out.stderr
+    assert not marker.exists()
+    assert (root / "log").read_text().split() == ["0", "1", "1"]  # s0 reused, s1 recomputed
+
+
+def test_stage_values_round_trip_with_their_types():
+    import jax.numpy as jnp
+
+    value = {"a": [1, 2.5, None, True, "x", float("nan")], (3, "w"): (np.float32(1.5),),
+             7: {"arr": np.arange(6.0).reshape(2, 3), "zero_d": np.array(4, np.int16),
+                 "jax": jnp.ones(3, jnp.float32)}}
+    arrays = {}
+    tree = ex.encode_stage(value, arrays)
+    back = ex.decode_stage(json.loads(json.dumps(tree)), arrays)
+    assert set(back) == {"a", (3, "w"), 7}
+    assert back["a"][:5] == [1, 2.5, None, True, "x"] and np.isnan(back["a"][5])
+    assert type(back[(3, "w")]) is tuple and type(back[(3, "w")][0]) is np.float32
+    assert back[7]["zero_d"].shape == () and back[7]["zero_d"].dtype == np.int16
+    assert type(back[7]["jax"]) is np.ndarray and back[7]["jax"].dtype == np.float32
+    np.testing.assert_array_equal(back[7]["arr"], value[7]["arr"])
+    from typing import NamedTuple
+
+    class Pair(NamedTuple):
+        a: int
+        b: int
+
+    with pytest.raises(TypeError, match="NamedTuple"):
+        ex.encode_stage({"p": Pair(1, 2)}, {})
+    with pytest.raises(TypeError, match="object array"):
+        ex.encode_stage(np.array([object()]), {})
+
+
+def test_resumed_run_records_the_compute_time_of_all_its_attempts(project):
+    root, env = project
+    args = ["run", "fake", "--smoke", "--set", "sleep=0.5"]
+    assert cli(args, _crash_env(env), root).returncode == 1  # two stages of 0.5 s, then dies
+    out = cli(args, env, root)
+    assert out.returncode == 0, out.stderr
+    prov = json.loads(Path(out.stdout.strip()).read_text())["provenance"]
+    assert prov["attempts"] == 2
+    assert prov["wall_time_s"] < 0.5  # the stages were reused
+    assert prov["compute_time_s"] >= prov["wall_time_s"] + 1.0
+
+
+def test_result_files_are_readable_by_everyone_who_can_read_the_folder(project):
+    root, env = project
+    old = os.umask(0o022)
+    try:
+        out = cli(["run", "fake", "--smoke"], env, root)
+    finally:
+        os.umask(old)
+    assert out.returncode == 0, out.stderr
+    path = Path(out.stdout.strip())
+    for file in (path, path.with_suffix(".npz")):
+        assert file.stat().st_mode & 0o777 == 0o644, oct(file.stat().st_mode)
+
+
+def test_unwritable_results_folder_fails_before_any_work(project):
+    root, env = project
+    (root / "a-file").write_text("")
+    env = {**env, "LANDSCAPE_RESULTS": str(root / "a-file" / "results")}
+    out = cli(["run", "fake", "--smoke"], env, root)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "cannot write results to" in out.stderr and "LANDSCAPE_RESULTS" in out.stderr
+    assert not (root / "log").exists()  # no stage ran
+
+
+def test_corrupt_arrays_file_is_named_without_pickle_advice(project):
+    root, env = project
+    out = cli(["run", "fake", "--smoke"], env, root)
+    npz = Path(out.stdout.strip()).with_suffix(".npz")
+    np.savez(npz, x=np.array([{"a": 1}], dtype=object))
+    out = cli(["show", "fake", "--smoke"], env, root)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert f"cannot read the arrays file {npz}" in out.stderr
+    assert "allow_pickle" not in out.stderr
+    npz.write_bytes(b"not a zip file")
+    out = cli(["show", "fake", "--smoke"], env, root)
+    assert out.returncode == 2 and f"cannot read the arrays file {npz}" in out.stderr
+
+
+def test_show_summarises_lists_and_prints_json(project):
+    root, env = project
+    out = cli(["run", "fake", "--smoke", "--set", "flag=true"], env, root)
+    stem = Path(out.stdout.strip()).stem
+    listing = cli(["show", "fake"], env, root)  # the default config is not stored
+    assert listing.returncode == 0, listing.stderr
+    assert f"  {stem}  " in listing.stdout and "--smoke --set flag=True" in listing.stdout
+    summary = cli(["show", "fake", "--run", stem[:5]], env, root)
+    assert summary.returncode == 0, summary.stderr
+    text = summary.stdout
+    assert f"config {stem}: --smoke --set flag=True" in text
+    assert "    total = 3" in text and "compute" in text and "float" in text
+    assert "<array" not in text and len(text.splitlines()) < 40
+    again = cli(["show", "fake", "--smoke", "--set", "flag=true"], env, root)
+    assert again.stdout == summary.stdout
+    full = json.loads(cli(["show", "fake", "--run", stem, "--json"], env, root).stdout)
+    assert full["metrics"]["curve"] == "<array (5,) float64>"
+    assert full["config"]["flag"] is True and "code_hash" in full["provenance"]
+    listed = cli(["list"], env, root).stdout
+    assert "  fake  (1 stored)" in listed.splitlines()
+    rebuilt = ex.config_flags(_module(root / "fake.py"), full["config"])
+    assert rebuilt == ["--smoke", "--set", "flag=True"]
+
+
+def test_ctrl_c_prints_one_line_and_the_command_that_resumes(project):
+    root, env = project
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(root), "run", "fake", "--set",
+                             "sleep=1.0"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    work = root / "results" / "fake"
+    deadline = time.time() + 240
+    while not list(work.glob("*.work/stage-*.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip() == ("landscape: interrupted; finished stages are kept, "
+                           "`landscape run fake --set sleep=1.0` resumes")
+
+
+def test_figures_with_set_draw_a_custom_run_elsewhere(project):
+    root, env = project
+    out = cli(["figures", "fakefig", "--smoke", "--set", "num_stages=3"], env, root)
+    assert out.returncode == 0, out.stderr
+    drawn = Path(out.stdout.strip())
+    assert drawn == root / "results" / "figures-custom" / "fakefig.txt"
+    assert float(drawn.read_text()) == sum(3 * i for i in range(3))

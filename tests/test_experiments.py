@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import os
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -461,9 +464,8 @@ def test_hessian_outliers_helpers_on_known_inputs():
 
 def test_hessian_spectrum_rejects_a_bad_run_name():
     E = experiments.get("hessian_spectrum")
-    bad = dataclasses.replace(E.Config.smoke(), runs=("cifar_mlp",))
-    with pytest.raises(ValueError, match="runs entries must be DATASET_MODEL"):
-        E.run(bad)
+    with pytest.raises(ValueError, match="config key 'runs'"):
+        dataclasses.replace(E.Config.smoke(), runs=("cifar_mlp",))
 
 
 @pytest.mark.single_dtype
@@ -481,3 +483,108 @@ def test_svm_rank_two_dimensional_problem_with_many_examples_is_infeasible():
     cfg = E.Config(ns=(10,), ds=(2,), num_draws=3)
     draws = [E.one_draw(cfg, 10, 2, k) for k in range(3)]
     assert not any(d["feasible"] for d in draws)
+
+
+# ----------------------------------------------------------------------------- config checks
+
+# Any integer is a valid seed; every other number of every config has a range.
+SEED_FIELDS = {"seed", "direction_seeds"}
+
+# The int fields for which 0 is a valid value (a count that may be zero, a step that may be the
+# first); every other int field must be positive. Exact both ways (the test below checks that 0
+# is accepted here and rejected elsewhere).
+ZERO_ALLOWED = {
+    "barrier_vs_training": {"checkpoints", "spawn_steps"},
+    "barrier_vs_width": {"ste_max_width"},
+    "baselines": {"mlp_depth"},
+    "hessian_outliers": {"depth", "num_extra", "dense_check_max_dim", "extra_seeds"},
+    "hessian_spectrum": {"mlp_depth", "dense_check_max_dim"},
+}
+
+
+def _leaf_types(tp) -> set:
+    """The scalar types a field annotation is made of (``int | None``, ``tuple[float, ...]``)."""
+    if typing.get_origin(tp) is typing.Literal:
+        return {typing.Literal}
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis and a is not type(None)]
+    return set().union(*map(_leaf_types, args)) if args else {tp}
+
+
+def _fields_of(config_cls, kinds) -> list[str]:
+    hints = typing.get_type_hints(config_cls)
+    return [f.name for f in dataclasses.fields(config_cls)
+            if f.name not in SEED_FIELDS and _leaf_types(hints[f.name]) <= kinds]
+
+
+def _rejects(module, smoke, override, field):
+    with pytest.raises(ex.UsageError, match=f"'{field}'"):
+        ex.make_config(module, smoke=smoke, overrides=[override])
+
+
+@pytest.mark.single_dtype
+@pytest.mark.parametrize("name", experiments.names())
+def test_config_rejects_out_of_range_numbers_before_any_work(name):
+    """Every number of every config is range-checked in ``Config.__post_init__``: -3 is
+    rejected for every int and float field but seeds, 0 for every int field not in
+    ``ZERO_ALLOWED``, each through ``make_config`` with a ``UsageError`` naming the field."""
+    module = experiments.get(name)
+    for smoke in (False, True):
+        base = ex.make_config(module, smoke=smoke)
+        assert base == (module.Config.smoke() if smoke else module.Config())
+        numbers = _fields_of(module.Config, {int, float})
+        ints = _fields_of(module.Config, {int})
+        assert numbers and ints, name
+        for field in numbers:
+            _rejects(module, smoke, f"{field}=-3", field)
+        for field in ints:
+            if field in ZERO_ALLOWED.get(name, ()):
+                ex.make_config(module, smoke=smoke, overrides=[f"{field}=0"])
+            else:
+                _rejects(module, smoke, f"{field}=0", field)
+    assert ZERO_ALLOWED.get(name, set()) <= set(ints)
+
+
+@pytest.mark.single_dtype
+@pytest.mark.parametrize("name", experiments.names())
+def test_config_literal_fields_accept_their_options_and_nothing_else(name):
+    """A field typed ``Literal[...]`` (or a tuple of them) accepts each option when built
+    directly (so ``__post_init__`` agrees with the annotation) and rejects any other string
+    both in the CLI parser and in ``__post_init__``."""
+    module = experiments.get(name)
+    hints = typing.get_type_hints(module.Config)
+    default = module.Config()
+    for field, tp in hints.items():
+        if typing.Literal not in _leaf_types(tp):
+            continue
+        is_tuple = typing.get_origin(tp) is tuple
+        options = typing.get_args(typing.get_args(tp)[0] if is_tuple else tp)
+        wrap = (lambda v: (v,)) if is_tuple else (lambda v: v)
+        for option in options:
+            assert getattr(dataclasses.replace(default, **{field: wrap(option)}), field)
+        _rejects(module, False, f"{field}=bogus", field)
+        with pytest.raises(ValueError, match=f"'{field}'"):
+            dataclasses.replace(default, **{field: wrap("bogus")})
+
+
+@pytest.mark.single_dtype
+def test_config_literal_runs_of_hessian_spectrum_are_its_dataset_model_pairs():
+    E = experiments.get("hessian_spectrum")
+    item = typing.get_args(typing.get_type_hints(E.Config)["runs"])[0]  # tuple[Literal, ...]
+    assert set(typing.get_args(item)) == {f"{d}_{m}" for d in E._DATASETS for m in E._MODELS}
+
+
+@pytest.mark.single_dtype
+@pytest.mark.parametrize(("override", "field"), [("runs=cifar_vit", "runs"),
+                                                 ("top_k=-3", "top_k")])
+def test_cli_rejects_a_bad_config_in_one_line_before_any_work(override, field, tmp_path):
+
+    results = tmp_path / "results"
+    env = {**os.environ, "LANDSCAPE_RESULTS": str(results)}
+    proc = subprocess.run([sys.executable, "-m", "experiments", "run", "hessian_spectrum",
+                           "--set", override], capture_output=True, text=True, env=env,
+                          cwd=Path(experiments.__file__).parent.parent, timeout=120)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), proc.stderr
+    assert f"'{field}'" in lines[0]
+    assert not (results / "hessian_spectrum").exists()  # no work folder: nothing started

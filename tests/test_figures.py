@@ -42,3 +42,21 @@ def test_every_experiment_has_a_figure():
 def test_unknown_figure_is_a_usage_error():
     with pytest.raises(ex.UsageError, match="unknown figure 'nope'"):
         paper_figures.get("nope")
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_the_record_behind_each_committed_figure_is_the_current_default_run(name):
+    # `make figures` copies the JSON record of every default run it draws from; a record whose
+    # config no longer hashes like the default config is stale (rerun `make figures`).
+    record = ex.load(name, path=paper_figures.RECORDS_DIR / f"{name}.json", arrays=False)
+    module = experiments.get(name)
+    assert record.path.exists() and record.name == name
+    assert ex.config_hash(ex.make_config(module)) == json_hash(record)
+    assert record.config == ex.config_dict(module.Config())
+    assert "finished_at" in record.provenance and record.metrics
+
+
+def json_hash(record):
+    import json
+
+    return json.loads(record.path.read_text())["config_hash"]
