@@ -70,7 +70,7 @@ def test_planted_eigenvalues_match_truth_and_scipy(problem, which):
     assert r.eigenvectors.shape == (N, k) and r.eigenvectors.dtype == DTYPE
     V = np.asarray(r.eigenvectors, float)
     np.testing.assert_allclose(V.T @ V, np.eye(k), atol=50 * np.finfo(DTYPE).eps ** 0.5)
-    assert int(r.num_matvecs) == int(r.num_steps) + k
+    assert int(r.num_matvecs) == int(r.num_steps) + k + 3  # + the three floor products
 
 
 def test_residuals_are_explicit_and_certify_eigenvalues(problem):
@@ -277,7 +277,7 @@ def test_no_ghost_eigenvalues_after_200_steps(problem):
 def test_fixed_num_steps_runs_exactly(problem):
     _, _, op = problem
     r = spectral.eigsh(op, k=3, key=jax.random.key(0), num_steps=30)
-    assert int(r.num_steps) == 30 and int(r.num_matvecs) == 33
+    assert int(r.num_steps) == 30 and int(r.num_matvecs) == 36
 
 
 def test_warm_start_reuses_previous_eigenvectors(problem):
@@ -389,3 +389,84 @@ def test_bad_operator_and_power_iteration_input(problem):
         spectral.power_iteration(op, k=N + 1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="tol must be a positive"):
         spectral.power_iteration(op, k=1, key=jax.random.key(0), tol=0.0)
+
+
+# ----------------------------------------------------------------------------- status and floor
+
+
+def _noisy_operator(A, eta):
+    """``A v`` plus a deterministic, nonlinear error of norm about ``eta ||A||`` per unit ``v``:
+    a stand-in for a Hessian-vector product less accurate than ``eps sqrt(dim) ||A||``."""
+    A = jnp.asarray(A, DTYPE)
+    scale = eta * float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(A, float)))))
+    n = A.shape[0]
+
+    def matvec(v):
+        return A @ v + (scale / np.sqrt(n / 2)) * jnp.sin(1e3 * v + 0.3)
+
+    return matvec
+
+
+def test_inaccurate_products_raise_the_floor_and_keep_the_default_tol_reachable(problem):
+    lam, A, _ = problem
+    eps = np.finfo(DTYPE).eps
+    eta = 1e3 * eps * np.sqrt(N)  # products 1000x less accurate than the a-priori floor
+    matvec = _noisy_operator(A, eta)
+    r = spectral.eigsh(matvec, k=3, dim=N, dtype=DTYPE, key=jax.random.key(0))
+    norm = np.max(np.abs(lam))
+    # The linearity defect of three products of roughly independent errors: ~sqrt(3) eta ||A||.
+    assert 0.5 * eta * norm <= float(r.measured_floor) <= 4 * eta * norm
+    assert float(r.rounding_floor) == pytest.approx(float(r.measured_floor), rel=1e-6)
+    assert int(r.status) == 0 and bool(np.all(r.converged)), r.reason
+    relative_floor = float(r.rounding_floor) / float(r.norm_estimate)
+    assert float(r.tol) == pytest.approx(max(spectral.default_tol(DTYPE), 4 * relative_floor))
+    # The certificate still bounds the distance to the exact eigenvalues of A.
+    err = np.abs(np.sort(lam)[::-1][:3] - np.asarray(r.eigenvalues, float))
+    assert np.all(err <= np.asarray(r.residuals, float)), (err, r.residuals)
+    # A tolerance below the measured floor cannot be met: the floor is reached and said so.
+    with pytest.warns(spectral.EigshNotConverged, match="rounding floor"):
+        tight = spectral.eigsh(matvec, k=3, dim=N, dtype=DTYPE, key=jax.random.key(0),
+                               tol=relative_floor / 2)
+    assert int(tight.status) == 2 and not bool(np.any(tight.converged))
+    assert "float64" in tight.reason and "more steps cannot help" in tight.reason
+
+
+def test_a_float_hessian_asked_for_more_than_its_precision_says_floor_reached():
+    from test_curvature_oracles import loss_fn_for, make_data, make_params
+
+    from landscape import curvature
+
+    params = make_params(jax.random.key(0))
+    data = make_data(jax.random.key(1), "cross_entropy", n=40)
+    op = curvature.hessian(loss_fn_for("cross_entropy"), params, data, batch_size=10)
+    eps = float(np.finfo(np.dtype(op.dtype)).eps)
+    with pytest.warns(spectral.EigshNotConverged, match="rounding floor"):
+        r = spectral.eigsh(op, k=2, key=jax.random.key(2), tol=eps)
+    assert int(r.status) == 2, r.reason
+    assert float(r.rounding_floor) >= eps * np.sqrt(op.dim) * float(r.norm_estimate) * 0.999
+    dense = np.linalg.eigvalsh(np.asarray(curvature.dense(op), np.float64))[::-1][:2]
+    err = np.abs(dense - np.asarray(r.eigenvalues, np.float64))
+    # (float32: the dense reference is itself a float32 computation; allow its rounding)
+    slack = 0.0 if X64 else 1e-6 * abs(dense[0])
+    assert np.all(err <= np.asarray(r.residuals, np.float64) + slack), (err, r.residuals)
+    ok = spectral.eigsh(op, k=2, key=jax.random.key(2))  # the default tol is reachable
+    assert int(ok.status) == 0 and ok.reason == "every pair converged"
+
+
+def test_a_spent_step_budget_says_raise_max_steps(problem):
+    _, _, op = problem
+    with pytest.warns(spectral.EigshNotConverged, match="raise max_steps"):
+        r = spectral.eigsh(op, k=4, which="SA", key=jax.random.key(0), max_steps=8)
+    assert int(r.status) == 1 and "8 Lanczos steps" in r.reason
+    assert int(jnp.sum(r.converged)) < 4
+
+
+def test_status_is_computed_under_jit_without_a_warning(problem):
+    import warnings
+
+    _, _, op = problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = jax.jit(lambda o: spectral.eigsh(o, k=4, which="SA", key=jax.random.key(0),
+                                             max_steps=8))(op)
+    assert int(r.status) == 1

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from landscape import train
+from landscape import reprs, train
 from landscape.data.icl import icl_tokens, linear_regression_tasks
 
 __all__ = [
@@ -125,6 +125,10 @@ class LSAvsGD(NamedTuple):
     pred_diff: jax.Array
     sensitivity_cos: jax.Array
     weight_cos: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self)
 
 
 def compare_with_gd(params, tasks, eta) -> LSAvsGD:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from landscape import reprs
 from landscape.attention.qp import svm_from_rows
 
 __all__ = [
@@ -136,6 +137,13 @@ class AsymptoticPrediction(NamedTuple):
     theta: float
     spans: bool
 
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("AsymptoticPrediction", [
+            f"support={reprs.count(self.support)}",
+            *reprs.fields(self, ["exponent", "gap_limit", "loss_times_t", "lambda_perp",
+                                 "theta", "spans", "w_tilde"])])
+
 
 def asymptotic_prediction(X, y, w_hat, alpha, learning_rate: float = 1.0, *,
                           support_tol: float = 1e-8) -> AsymptoticPrediction:
@@ -213,6 +221,11 @@ class ImplicitBiasMetrics(NamedTuple):
     residual: np.ndarray
     predicted_gap: np.ndarray
 
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("ImplicitBiasMetrics", [f"num_records={np.size(self.steps)}"] + [
+            f"{f}={reprs.ends(getattr(self, f))}" for f in self._fields])
+
 
 def implicit_bias_metrics(ws, losses, steps, X, y, w_hat,
                           prediction: AsymptoticPrediction | None = None) -> ImplicitBiasMetrics:
@@ -254,6 +267,10 @@ class RateFit(NamedTuple):
     a: float
     c: float
     r2: float
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self)
 
 
 def fit_inverse_log_rate(steps, gap) -> RateFit:

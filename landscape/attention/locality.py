@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from landscape import reprs
 from landscape.attention.constraints import check_token_inputs
 from landscape.attention.svm import AttSVMSolution, att_svm
 from landscape.attention.training import attention_probs
@@ -45,6 +46,14 @@ class LocalOptimality(NamedTuple):
     kind: str
     offending: np.ndarray
     solution: AttSVMSolution
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("LocalOptimality", [
+            f"kind={self.kind!r}", f"locally_optimal={self.locally_optimal}",
+            f"globally_optimal={self.globally_optimal}", f"feasible={self.feasible}",
+            f"offending={int(np.count_nonzero(self.offending))} tokens",
+            f"objective={reprs.num(self.solution.objective)} ({self.solution.norm})"])
 
 
 def support_tokens(X, Z, opt_index, *, norm: str = "fro", **svm_kwargs) -> np.ndarray:
@@ -101,6 +110,12 @@ class DetectedSelection(NamedTuple):
     converged: bool
     kind: str
     verdict: LocalOptimality
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("DetectedSelection", [
+            f"kind={self.kind!r}", f"converged={self.converged}",
+            f"mass={reprs.num(self.mass)}", f"selection={reprs.array(self.selection)}"])
 
 
 def detect_selection(W, X, Z, scores, *, norm: str = "fro", mass_threshold: float = 0.99):

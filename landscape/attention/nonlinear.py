@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import reprs
 from landscape.attention.constraints import check_token_inputs, constraint_rows, tie_projector
 from landscape.attention.svm import AttSVMSolution, att_svm
 from landscape.attention.training import attention_probs
@@ -93,6 +94,16 @@ class GeneralSVMComparison(NamedTuple):
     mass_in_min: np.ndarray
     multi: int
     excluded: int
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        records = [f"{f}={reprs.ends(getattr(self, f))}"
+                   for f in ("corr_perp", "corr_full", "mass_out", "mass_in_min", "norm_perp")]
+        return reprs.line("GeneralSVMComparison", [
+            f"feasible={self.solution.feasible}",
+            f"objective={reprs.num(self.solution.objective)}",
+            f"num_records={np.size(self.corr_perp)}", *records,
+            f"multi={self.multi}", f"excluded={self.excluded}"])
 
 
 def compare_general_svm(Ws, X, Z, selected, *, growth_lag: int = 1) -> GeneralSVMComparison:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from landscape import reprs
+
 __all__ = ["DualQPResult", "solve_dual_qp", "svm_from_rows"]
 
 HIGHEST = lax.Precision.HIGHEST
@@ -46,6 +48,16 @@ class DualQPResult(NamedTuple):
     kkt_residual: jax.Array
     converged: jax.Array
     polished: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        lam = reprs.host(self.lam)
+        return reprs.line("DualQPResult", [
+            f"converged={reprs.num(self.converged)}",
+            f"kkt_residual={reprs.num(self.kkt_residual)}",
+            f"num_iterations={reprs.num(self.num_iterations)}",
+            f"polished={reprs.num(self.polished)}", f"support={reprs.count(lam > 0)}",
+            f"max_lam={reprs.num(lam.max())}" if lam.size else None])
 
 
 def _kkt(G, lam, mask):

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import reprs
 from landscape.attention.constraints import (
     check_token_inputs,
     constraint_rows,
@@ -116,6 +117,16 @@ class AttSVMSolution(NamedTuple):
     num_iterations: int
     kkt_residual: float
     feasibility: str
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("AttSVMSolution", [
+            f"feasible={self.feasible}", f"converged={self.converged}",
+            f"objective={reprs.num(self.objective)} ({self.norm})", f"W={reprs.shape(self.W)}",
+            f"support={int(np.count_nonzero(self.support))} tokens",
+            f"max_violation={reprs.num(self.max_violation)}",
+            f"kkt_residual={reprs.num(self.kkt_residual)}", f"solver={self.solver!r}",
+            f"status={self.status!r}", f"num_iterations={self.num_iterations}"])
 
 
 def fro_svm_jax(X, Z, opt_index, *, tol: float = 1e-11, max_iter: int = 50_000):

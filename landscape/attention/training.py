@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from landscape import train
+from landscape import reprs, train
 
 __all__ = [
     "normalize_per_leaf",
@@ -133,6 +133,15 @@ class AttentionTrajectory(NamedTuple):
     loss: jax.Array
     params: dict
 
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        w = reprs.host(self.W)
+        final = f"final_norm={reprs.num(np.linalg.norm(w[-1]))}" if len(w) else None
+        return reprs.line("AttentionTrajectory", [
+            f"num_records={np.size(self.steps)}", f"steps={reprs.ends(self.steps)}",
+            f"loss={reprs.ends(self.loss)}", f"W={reprs.shape(self.W)}", final,
+            f"params={reprs.tree(self.params)}"])
+
 
 def train_attention(
     params, X, Z, Y, head, *, num_steps: int, learning_rate: float = 0.1, ridge: float = 0.0,
@@ -202,6 +211,11 @@ class SVMTracking(NamedTuple):
     mass: jax.Array
     mean_mass: jax.Array
     norm: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("SVMTracking", [f"num_records={np.size(self.corr)}"] + [
+            f"{f}={reprs.ends(getattr(self, f))}" for f in self._fields])
 
 
 def matrix_corr(A, B) -> jax.Array:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from landscape import reprs
 from landscape.batching import check_batch_size, dataset_mean, num_examples
 from landscape.connectivity.spec import PermutationSpec, check_spec_fits
 from landscape.connectivity.weight_matching import MatchResult
@@ -48,6 +49,13 @@ class UnitStats(NamedTuple):
     sq_a: dict
     sq_b: dict
     cross: dict
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        names = [f"{k}: {np.size(v)} units" for k, v in list(self.mean_a.items())[:reprs.MAX_KEYS]]
+        if len(self.mean_a) > reprs.MAX_KEYS:
+            names.append(f"... (+{len(self.mean_a) - reprs.MAX_KEYS})")
+        return reprs.line("UnitStats", ["features={" + ", ".join(names) + "}"])
 
     def std(self, which: str = "a") -> dict:
         m, s = (self.mean_a, self.sq_a) if which == "a" else (self.mean_b, self.sq_b)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from landscape import batching, train, validate
+from landscape import batching, reprs, train, validate
 from landscape import tree as T
 from landscape.connectivity.paths import Path, check_alphas, evaluate_path
 from landscape.validate import check_models
@@ -31,6 +31,11 @@ class BezierFit(NamedTuple):
 
     bend: object
     losses: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("BezierFit", [f"bend={reprs.tree(self.bend)}",
+                                        f"losses={reprs.trend(self.losses)}"])
 
 
 def bezier_point(t, params_a, bend, params_b):

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from landscape import reprs
 from landscape import tree as T
 from landscape.validate import check_models
 
@@ -41,6 +42,11 @@ class Overlap(NamedTuple):
     right: np.ndarray
     sv_a: np.ndarray
     sv_b: np.ndarray
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("Overlap", [f"k={np.size(self.left)}"] + [
+            f"{f}={reprs.trend(getattr(self, f))}" for f in self._fields])
 
 
 def _overlaps(ua, ub, k):

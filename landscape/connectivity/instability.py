@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 
+from landscape import reprs
 from landscape.connectivity.paths import Path, barrier, interpolate
 
 __all__ = ["Spawn", "spawn_and_compare"]
@@ -27,6 +28,16 @@ class Spawn(NamedTuple):
     barrier: float
     child_a: object
     child_b: object
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        path = self.path
+        curves = [None if getattr(path, f) is None
+                  else f"{f}={reprs.curve(path.alphas, getattr(path, f))}"
+                  for f in ("losses", "errors")]
+        return reprs.line("Spawn", [
+            f"barrier={reprs.num(self.barrier)}", f"num_points={reprs.host(path.alphas).size}",
+            *curves, f"children=2 x {reprs.tree(self.child_a)}"])
 
 
 def spawn_and_compare(train_fn: Callable, parent, loss_fn, dataset, *, key, error_fn=None,

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from landscape import curvature
+from landscape import curvature, reprs
 from landscape import tree as T
 from landscape.batching import check_batch_size, dataset_mean, num_examples
 from landscape.connectivity.paths import Path, check_alphas, evaluate_path
@@ -52,6 +52,12 @@ class SecondOrder(NamedTuple):
     curvature_midpoint: jax.Array
     measured: jax.Array
     num_hvps: int
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self, ["predicted", "measured", "first_order",
+                                            "curvature_endpoints", "curvature_midpoint",
+                                            "num_hvps"])
 
 
 def second_order_barrier(loss_fn: Callable, params_a, params_b, dataset, *,

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import reprs, validate
 from landscape import tree as T
-from landscape import validate
 from landscape.batching import check_batch_size, dataset_mean, num_examples
 from landscape.validate import check_models
 
@@ -73,6 +73,16 @@ class Path(NamedTuple):
     state_policy: str = "none"
     num_examples: int = 0
 
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        curves = [None if getattr(self, f) is None
+                  else f"{f}={reprs.curve(self.alphas, getattr(self, f))}"
+                  for f in ("losses", "errors", "test_losses", "test_errors")]
+        return reprs.line("Path", [
+            f"num_points={reprs.host(self.alphas).size}", *curves,
+            f"state_policy={self.state_policy!r}",
+            f"num_examples={self.num_examples}" if self.num_examples else None])
+
     @property
     def accuracies(self):
         return None if self.errors is None else 1.0 - self.errors
@@ -89,6 +99,12 @@ class Barrier(NamedTuple):
     alpha: jax.Array
     kind: str
     metric: str
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.line("Barrier", [
+            f"value={reprs.num(self.value)} at alpha={reprs.num(self.alpha)}",
+            f"kind={self.kind!r}", f"metric={self.metric!r}"])
 
 
 def check_alphas(alphas, name: str = "alphas") -> jax.Array:
@@ -266,6 +282,26 @@ class SimplexPath(NamedTuple):
     errors: jax.Array | None = None
     test_losses: jax.Array | None = None
     test_errors: jax.Array | None = None
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        w = reprs.host(self.weights)
+        vertex = np.isclose(w.max(-1), 1.0)
+
+        def summary(values):
+            y = reprs.host(values).reshape(-1)
+            if np.all(np.isnan(y)):
+                return "nan"
+            i = int(np.nanargmax(y))
+            at_vertices = y[vertex & ~np.isnan(y)]
+            top = reprs.num(at_vertices.max()) if at_vertices.size else "nan"
+            return (f"max {reprs.num(y[i])} at weights={reprs.array(w[i])} "
+                    f"(vertices max {top})")
+
+        return reprs.line("SimplexPath", [
+            f"num_points={w.shape[0]}", f"num_models={w.shape[-1]}",
+            *(None if getattr(self, f) is None else f"{f}={summary(getattr(self, f))}"
+              for f in ("losses", "errors", "test_losses", "test_errors"))])
 
 
 def simplex_grid(num_models: int, resolution: int) -> np.ndarray:

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import reprs, validate
 from landscape import tree as T
-from landscape import validate
 from landscape.connectivity.paths import evaluate_path
 
 __all__ = ["Slice", "gaussian_direction", "slice_1d", "slice_2d", "pca_directions",
@@ -39,6 +39,20 @@ class Slice(NamedTuple):
     losses: jax.Array
     errors: jax.Array | None
     seeds: tuple
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        xs, ys = reprs.host(self.xs), reprs.host(self.ys)
+        grid = f"{ys.size}x{xs.size}" if ys.size else f"{xs.size}"
+
+        def rng(a):
+            return f"[{reprs.num(a.min())}, {reprs.num(a.max())}]" if a.size else None
+
+        return reprs.line("Slice", [
+            f"grid={grid}", f"x={rng(xs)}", f"y={rng(ys)}" if ys.size else None,
+            f"losses={reprs.span(self.losses)}",
+            None if self.errors is None else f"errors={reprs.span(self.errors)}",
+            f"seeds={reprs.value(tuple(self.seeds))}" if len(self.seeds) else None])
 
 
 def _normalize(d, p, normalization):

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import reprs
+
 __all__ = [
     "PermutationSpec",
     "make_spec",
@@ -216,6 +218,10 @@ class SpecCheck(NamedTuple):
     max_abs_diff: float
     scale: float
     num_trials: int
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self)
 
 
 def check_spec(spec, apply_fn, params, example_input, *, key, num_trials: int = 3,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from landscape import train, validate
+from landscape import reprs, train, validate
 from landscape import tree as T
 from landscape.connectivity.spec import PermutationSpec, apply_permutation, check_spec_fits
 from landscape.connectivity.weight_matching import weight_matching
@@ -40,6 +40,15 @@ class STEResult(NamedTuple):
     losses: np.ndarray
     best_step: int
     num_steps: int
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        losses = reprs.host(self.losses).reshape(-1)
+        best = (f"loss_at_best_step={reprs.num(losses[self.best_step])}"
+                if 0 <= self.best_step < losses.size else None)
+        return reprs.line("STEResult", [
+            f"best_step={self.best_step}", f"num_steps={self.num_steps}", best,
+            f"losses={reprs.trend(losses)}", f"perm={reprs.perm_summary(self.perm)}"])
 
 
 def ste_matching(spec: PermutationSpec, loss_fn, params_a, params_b, dataset, *, key,

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from landscape import reprs
 from landscape.connectivity.spec import (
     PermutationSpec,
     apply_permutation,
@@ -72,6 +73,16 @@ class MatchResult(NamedTuple):
     num_sweeps: int
     converged: bool
     restart_objectives: np.ndarray
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        restarts = reprs.host(self.restart_objectives).reshape(-1)
+        runs = (f"restarts={restarts.size} (best {reprs.num(restarts.max())}, worst "
+                f"{reprs.num(restarts.min())})" if restarts.size > 1 else None)
+        return reprs.line("MatchResult", [
+            f"objective={reprs.num(self.objective)}", f"converged={self.converged}",
+            f"num_sweeps={self.num_sweeps}", f"history={reprs.ends(self.history)}", runs,
+            f"perm={reprs.perm_summary(self.perm)}"])
 
 
 def _rows(x: jax.Array, axis: int, n: int) -> jax.Array:

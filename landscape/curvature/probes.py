@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landscape import reprs, validate
 from landscape import tree as T
-from landscape import validate
 from landscape.curvature.hessian import hvp
 from landscape.linop import LinearOperator
 
@@ -42,6 +42,10 @@ class SymmetryProbe(NamedTuple):
     u_Av: jax.Array
     v_Au: jax.Array
     num_matvecs: int
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self)
 
 
 def symmetry_probe(op: LinearOperator, key: jax.Array) -> SymmetryProbe:
@@ -70,6 +74,10 @@ class DeterminismProbe(NamedTuple):
 
     value: jax.Array
     jit_vs_eager: float
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self)
 
 
 def determinism_probe(loss_fn, params, batch, *, rtol: float | None = None) -> DeterminismProbe:
@@ -119,6 +127,10 @@ class FiniteDifferenceCheck(NamedTuple):
     hvp: jax.Array
     finite_difference: jax.Array
     eps: float
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self, ["relative_error", "eps", "hvp", "finite_difference"])
 
 
 def finite_difference_check(loss_fn, params, batch, v, eps: float | None = None):

@@ -22,7 +22,7 @@ from landscape.spectral.diagnostics import (
     negative_positive_ratio,
     topk_condition_number,
 )
-from landscape.spectral.eigsh import EigshResult, default_tol, eigsh
+from landscape.spectral.eigsh import EigshNotConverged, EigshResult, default_tol, eigsh
 from landscape.spectral.kpm import KPMDensity, kpm_density, spectrum_bounds
 from landscape.spectral.power import PowerIterationResult, power_iteration
 from landscape.spectral.trace import DiagonalEstimate, TraceEstimate, diagonal, trace
@@ -30,6 +30,7 @@ from landscape.spectral.trace import DiagonalEstimate, TraceEstimate, diagonal, 
 __all__ = [
     "DiagonalEstimate",
     "EigshResult",
+    "EigshNotConverged",
     "KPMDensity",
     "PowerIterationResult",
     "SpectralDensity",

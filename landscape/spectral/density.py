@@ -30,7 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from landscape import validate
+from landscape import reprs, validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, tridiagonal
 
@@ -49,6 +49,18 @@ class SpectralDensity(NamedTuple):
     nodes: jax.Array
     weights: jax.Array
     num_matvecs: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        nodes, weights = reprs.host(self.nodes), reprs.host(self.weights)
+        per_probe = (weights * nodes).sum(-1)  # tr(A) / n per probe
+        p = per_probe.size
+        mean = (reprs.pm(per_probe.mean(), per_probe.std(ddof=1) / p**0.5) if p > 1
+                else reprs.num(per_probe.mean()))
+        return reprs.line("SpectralDensity", [
+            f"num_probes={nodes.shape[0]}", f"num_steps={nodes.shape[-1]}",
+            f"support=[{reprs.num(nodes.min())}, {reprs.num(nodes.max())}]",
+            f"mean_eigenvalue={mean}", f"num_matvecs={reprs.num(self.num_matvecs)}"])
 
     def pdf(self, grid, sigma) -> jax.Array:
         """Gaussian-smoothed density on ``grid``: ``mean_probes sum_j tau_j N(grid; theta_j,

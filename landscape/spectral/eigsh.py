@@ -39,9 +39,30 @@ approach to probabilistic rounding error analysis"), and for dense float32 produ
   ``residuals`` is then never smaller than ``eps sqrt(dim) ||A||_est`` (1.8e-6 ||A|| at
   ``dim = 240``, 1.2e-4 ||A|| at ``dim = 10^6``).
 
-An operator whose ``matvec`` is much less accurate than that (cancellation in a float32
-Hessian-vector product of an ill-conditioned loss) is outside the certificate; compare with a
-float64 run. ``||A||_est <= ||A||`` only approaches ``||A||`` once the extreme Ritz values have
+**The measured floor.** A ``matvec`` can be less accurate than ``eps sqrt(dim) ||A||``
+(cancellation in a float32 Hessian-vector product of a deep network summed over many batches).
+Before iterating, ``eigsh`` measures the accuracy of the products from their linearity defect:
+with random unit vectors ``u, w`` (three products),
+
+    measured_floor = ||fl(A(u + w)) - fl(A u) - fl(A w)||,
+
+which in exact arithmetic is zero and otherwise is about twice the typical rounding error of
+one product (the three errors add in quadrature, the one of ``u + w`` counting twice). The
+floor ``delta`` used everywhere is ``max(eps sqrt(dim) ||A||_est, measured_floor)``: the
+certificate covers the operator's actual accuracy (as estimated; this part is a statistical
+estimate, not a bound), and the default tolerance, ``4 delta / ||A||_est`` when that exceeds
+the dtype's default, is always reachable in the working precision. An operator whose
+``matvec`` has errors that do not show in its linearity (an error that is itself linear in
+``v``, such as a wrong dataset) is outside the certificate; compare with a float64 run.
+
+**When pairs do not converge**, ``status`` says why and ``reason`` what to do: ``1`` the step
+budget was spent with the Lanczos estimates still above the limit (raise ``max_steps``, or
+``num_steps``); ``2`` the estimates reached the rounding floor but the certificates stay above
+``tol`` (an explicit ``tol`` below what the working precision allows: use float64 operators,
+``jax.config.update("jax_enable_x64", True)``, or a larger ``tol``). ``eigsh`` called outside
+``jax.jit`` also warns (``EigshNotConverged``) with that reason.
+
+``||A||_est <= ||A||`` only approaches ``||A||`` once the extreme Ritz values have
 converged, so ``delta`` is meaningful for converged runs. Once the pair is isolated from the
 rest of the spectrum by a gap, the error is also ``<= residual^2 / gap`` (Parlett, thm 11.7.1).
 
@@ -61,17 +82,18 @@ Krishnan, Xiao (2019) for the use on neural-network Hessians.
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from landscape import validate
+from landscape import reprs, validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz, safe_norm
 
-__all__ = ["EigshResult", "eigsh", "default_tol"]
+__all__ = ["EigshResult", "EigshNotConverged", "eigsh", "default_tol"]
 
 _WHICH = ("LA", "SA", "LM")
 
@@ -93,8 +115,12 @@ class EigshResult(NamedTuple):
       tol: the relative tolerance that was used.
       norm_estimate: ``()`` ``||T||_2 = max |Ritz value|`` over the whole final ``T``, the
         estimate of ``||A||_2`` that ``tol`` and the floor are relative to.
-      rounding_floor: ``()`` ``delta = eps * sqrt(dim) * norm_estimate``, ``eps`` of the
-        operator's dtype: the allowance for the rounding error of the computed products.
+      rounding_floor: ``()`` ``delta = max(eps * sqrt(dim) * norm_estimate, measured_floor)``,
+        ``eps`` of the operator's dtype: the allowance for the error of the computed products.
+      measured_floor: ``()`` the linearity defect ``||fl(A(u+w)) - fl(Au) - fl(Aw)||`` of two
+        random unit vectors, the measured accuracy of one product (module docstring).
+      status: ``()`` int, ``0`` every pair converged, ``1`` step budget spent, ``2`` rounding
+        floor reached; ``reason`` says what to do.
     """
 
     eigenvalues: jax.Array
@@ -104,9 +130,33 @@ class EigshResult(NamedTuple):
     residual_estimates: jax.Array
     num_matvecs: jax.Array
     num_steps: jax.Array
-    tol: float
+    tol: jax.Array
     norm_estimate: jax.Array
     rounding_floor: jax.Array
+    measured_floor: jax.Array
+    status: jax.Array
+
+    __repr__ = reprs.eigsh_repr
+
+    @property
+    def reason(self) -> str:
+        """Why the result is (or is not) converged and, if not, what to do (one sentence)."""
+        status = int(self.status)
+        if status == 0:
+            return "every pair converged"
+        ok = int(jnp.sum(self.converged))
+        head = f"{ok} of {self.converged.shape[0]} pairs converged: "
+        if status == 1:
+            return head + (f"the step budget ({int(self.num_steps)} Lanczos steps) was spent "
+                           "with the estimates still above tol; raise max_steps (or num_steps)")
+        floor = float(self.rounding_floor) / max(float(self.norm_estimate), 1e-300)
+        return head + (f"the residuals reached the rounding floor ({floor:.2g} relative) "
+                       f"above tol={float(self.tol):.2g}; more steps cannot help: use float64 "
+                       "(jax_enable_x64) or a tol above the floor")
+
+
+class EigshNotConverged(UserWarning):
+    """Warned by ``eigsh`` (outside ``jit``) when a pair did not converge; the text says why."""
 
 
 # tol is never set below this many rounding floors (eps * sqrt(dim)) by default: the
@@ -199,13 +249,17 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
         default = min(dim, max(10 * k, 100))
         steps = default if max_steps is None else validate.check_int(
             max_steps, "max_steps", low=k, high=dim)
-    tol = default_tol(op.dtype, dim) if tol is None else validate.check_positive(tol, "tol")
+    auto = tol is None
+    tol = default_tol(op.dtype, dim) if auto else validate.check_positive(tol, "tol")
     chunk = validate.check_int(chunk, "chunk", low=1)
     start = _start_vector(v0, dim, op.dtype)
     if not isinstance(warm_noise, int | float) or not warm_noise >= 0:
         raise ValueError(f"warm_noise must be a number >= 0; got {warm_noise!r}")
-    return _eigsh_kernel(op, start, key, k=k, which=which, steps=steps, tol=tol,
-                         chunk=chunk, fixed=num_steps is not None, noise=float(warm_noise))
+    result = _eigsh_kernel(op, start, key, k=k, which=which, steps=steps, tol=tol, auto=auto,
+                           chunk=chunk, fixed=num_steps is not None, noise=float(warm_noise))
+    if validate.is_concrete(result.status) and int(result.status) != 0:
+        warnings.warn(f"eigsh: {result.reason}", EigshNotConverged, stacklevel=2)
+    return result
 
 
 def _start_vector(v0, dim, dtype):
@@ -231,10 +285,31 @@ def _floor(op, norm_estimate):
     return (eps * op.dim ** 0.5) * norm_estimate
 
 
-@partial(jax.jit, static_argnames=("k", "which", "steps", "tol", "chunk", "fixed", "noise"))
-def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
+def _linearity_defect(op, key):
+    """``||fl(A(u + w)) - fl(A u) - fl(A w)||`` for random unit ``u, w`` (three products)."""
+    acc = _inputs.accumulation_dtype(op.dtype)
+    U = jax.random.normal(key, (2, op.dim), op.dtype)
+    U = U / safe_norm(U, acc, axis=1)[:, None].astype(op.dtype)
+    products = _inputs.map_matvec(op, jnp.stack([U[0], U[1], U[0] + U[1]], axis=1))
+    P = products.astype(acc)
+    return safe_norm(P[:, 2] - P[:, 0] - P[:, 1], acc)
+
+
+def _limits(op, tnorm, defect, tol, auto):
+    """``(floor, tol_eff)``: the rounding floor and the tolerance in force at ``||T|| = tnorm``."""
+    floor = jnp.maximum(_floor(op, tnorm), defect.astype(tnorm.dtype))
+    if not auto:
+        return floor, jnp.asarray(tol, tnorm.dtype)
+    rel = jnp.where(tnorm > 0, floor / jnp.where(tnorm > 0, tnorm, 1), 0)
+    return floor, jnp.maximum(jnp.asarray(tol, tnorm.dtype), _FLOORS_IN_DEFAULT_TOL * rel)
+
+
+@partial(jax.jit,
+         static_argnames=("k", "which", "steps", "tol", "auto", "chunk", "fixed", "noise"))
+def _eigsh_kernel(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, noise):
     dtype = op.dtype
-    key_start, key_loop = jax.random.split(key)
+    key_start, key_loop, key_floor = jax.random.split(key, 3)
+    defect = _linearity_defect(op, key_floor)
     rand = jax.random.normal(key_start, (op.dim,), dtype)
     if start is None:
         start = rand
@@ -255,16 +330,16 @@ def _eigsh_kernel(op, start, key, *, k, which, steps, tol, chunk, fixed, noise):
         _, _, est, tnorm = ritz(state.alpha, state.beta, stop, k, which, with_norm=True)
         # Stop when the certificate (~ estimate + floor) would pass tol; if tol is below two
         # floors it cannot, and we stop once the estimates are under the floor.
-        floor = _floor(op, tnorm)
-        limit = jnp.maximum(tol * tnorm - floor, floor)
+        floor, tol_eff = _limits(op, tnorm, defect, tol, auto)
+        limit = jnp.maximum(tol_eff * tnorm - floor, floor)
         done = jnp.all(est <= limit) & (not fixed)
         return state, stop, done
 
     state, size, _ = jax.lax.while_loop(cond, body, (state, jnp.asarray(0), False))
-    return _finish(op, state, size, k, which, tol)
+    return _finish(op, state, size, k, which, tol, auto, defect)
 
 
-def _finish(op, state, size, k, which, tol):
+def _finish(op, state, size, k, which, tol, auto, defect):
     theta, S, est, tnorm = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
     acc = theta.dtype
     basis = state.basis[:-1]
@@ -274,7 +349,11 @@ def _finish(op, state, size, k, which, tol):
     # Residual of the returned (stored, nearly unit) vectors against the returned theta, formed
     # and measured in the accumulation dtype; the floor covers the rounding of fl(A v).
     R = AV.astype(acc) - V.astype(acc) * theta
-    floor = _floor(op, tnorm).astype(acc)
+    floor, tol_eff = _limits(op, tnorm, defect, tol, auto)
+    floor = floor.astype(acc)
     residuals = (safe_norm(R, acc, axis=0) + floor) / safe_norm(V, acc, axis=0)
-    converged = residuals <= tol * tnorm
-    return EigshResult(theta, V, residuals, converged, est, size + k, size, tol, tnorm, floor)
+    converged = residuals <= tol_eff * tnorm
+    estimates_done = jnp.all(est <= jnp.maximum(tol_eff * tnorm - floor, floor))
+    status = jnp.where(jnp.all(converged), 0, jnp.where(estimates_done, 2, 1))
+    return EigshResult(theta, V, residuals, converged, est, size + k + 3, size, tol_eff, tnorm,
+                       floor, defect.astype(acc), status)

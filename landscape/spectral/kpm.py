@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from landscape import validate
+from landscape import reprs, validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz
 
@@ -46,6 +46,17 @@ class KPMDensity(NamedTuple):
     center: jax.Array
     half_width: jax.Array
     num_matvecs: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        c, h = reprs.host(self.center), reprs.host(self.half_width)
+        mom, err = reprs.host(self.moments), reprs.host(self.moments_stderr)
+        # (1/n) tr T_1(B) = (mean eigenvalue - center) / half_width
+        mean = (f"mean_eigenvalue={reprs.pm(c + h * mom[1], abs(h) * err[1])}"
+                if mom.size > 1 else None)
+        return reprs.line("KPMDensity", [
+            f"num_moments={mom.size}", f"interval=[{reprs.num(c - h)}, {reprs.num(c + h)}]",
+            mean, f"num_matvecs={reprs.num(self.num_matvecs)}"])
 
     def pdf(self, grid) -> jax.Array:
         """Jackson-damped density on ``grid`` (zero outside the mapped interval)."""

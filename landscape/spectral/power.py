@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from landscape import validate
+from landscape import reprs, validate
 from landscape.spectral import _inputs
 
 __all__ = ["PowerIterationResult", "power_iteration"]
@@ -47,6 +47,18 @@ class PowerIterationResult(NamedTuple):
     residuals: jax.Array
     num_iterations: jax.Array
     num_matvecs: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        lam = reprs.host(self.eigenvalues).reshape(-1)
+        head = reprs.line("PowerIterationResult", [
+            f"k={lam.size}", f"dim={self.eigenvectors.shape[0]}",
+            f"num_matvecs={reprs.num(self.num_matvecs)}"])
+        columns = [[str(i) for i in range(lam.size)], [reprs.num(v) for v in lam],
+                   [reprs.num(v) for v in reprs.host(self.residuals).reshape(-1)],
+                   [reprs.num(v) for v in reprs.host(self.num_iterations).reshape(-1)]]
+        rows = reprs.table(["i", "eigenvalue", "residual", "iterations"], columns)
+        return "\n".join([head, *rows])
 
 
 def power_iteration(op, k: int = 1, *, key, tol: float = 1e-3, max_iter: int = 100,

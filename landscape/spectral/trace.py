@@ -74,7 +74,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from landscape import validate
+from landscape import reprs, validate
 from landscape.spectral import _inputs
 
 __all__ = ["TraceEstimate", "DiagonalEstimate", "trace", "diagonal"]
@@ -96,6 +96,10 @@ class TraceEstimate(NamedTuple):
     stderr: jax.Array
     num_matvecs: jax.Array
 
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        return reprs.namedtuple_repr(self, pm_pairs={"estimate": "stderr"})
+
 
 class DiagonalEstimate(NamedTuple):
     """Hutchinson estimate of ``diag(A)``: ``estimate (dim,)``, ``stderr (dim,)``, matvecs."""
@@ -103,6 +107,17 @@ class DiagonalEstimate(NamedTuple):
     estimate: jax.Array
     stderr: jax.Array
     num_matvecs: jax.Array
+
+    @reprs.repr_method
+    def __repr__(self) -> str:
+        est, err = reprs.host(self.estimate), reprs.host(self.stderr)
+        if est.size <= reprs.SMALL:
+            parts = [f"estimate={reprs.pm(est, err)}"]
+        else:
+            parts = [f"estimate={reprs.span(est)}", f"sum={reprs.num(est.sum())}",
+                     f"max_stderr={reprs.num(err.max())}"]
+        parts.append(f"num_matvecs={reprs.num(self.num_matvecs)}")
+        return reprs.line("DiagonalEstimate", parts)
 
 
 def trace(op, *, key, num_matvecs: int = 99, method: str = "hutchinson",
