@@ -308,8 +308,8 @@ def _limits(op, tnorm, defect, tol, auto):
          static_argnames=("k", "which", "steps", "tol", "auto", "chunk", "fixed", "noise"))
 def _eigsh_kernel(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, noise):
     dtype = op.dtype
-    key_start, key_loop, key_floor = jax.random.split(key, 3)
-    defect = _linearity_defect(op, key_floor)
+    key_start, key_loop = jax.random.split(key)
+    defect = _linearity_defect(op, jax.random.fold_in(key, 0xF1))
     rand = jax.random.normal(key_start, (op.dim,), dtype)
     if start is None:
         start = rand
