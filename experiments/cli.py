@@ -232,6 +232,8 @@ def _summary_text(module, result: ex.Result, limit: int = 30) -> str:
     ]
     scalars, arrays = [], []
     _walk(result.metrics, "", scalars, arrays)
+    # the headline first: top-level and summary values before the per-run details
+    scalars.sort(key=lambda item: item[0].count(".") + item[0].count("["))
     lines.append(f"  metrics   {len(scalars)} values and {len(arrays)} arrays "
                  "(`--json` prints all of them with the array shapes)")
     for path, value in scalars[:limit]:
