@@ -13,12 +13,26 @@ choice made once: ``"eval"`` (BatchNorm uses running statistics, dropout off) or
 (BatchNorm uses batch statistics and *returns* the updated running statistics; dropout on, with
 the key you pass). The caller's model is never mutated.
 
+**BatchNorm.** Train a model with BatchNorm through a ``mode="train"`` loss and ``model_state=``
+(``landscape.train.train``), so that the running statistics are updated; then evaluate it, and
+build curvature operators, with ``mode="eval"`` and the *trained* statistics::
+
+    lf, params, state = loss_fn(model, mode="train")
+    result = train.train(lf, params, opt, data, key=key, num_steps=n, model_state=state)
+    lf_eval, _, _ = loss_fn(model, mode="eval", state=result.model_state)
+    hess = curvature.hessian(lf_eval, result.params, data)
+
+Training an eval-mode loss of a model with BatchNorm leaves the statistics frozen at their
+split-time values; ``train`` then emits a :class:`FrozenBatchStatsWarning` (once per compiled
+training step; filter the class if the freeze is intended).
+
 This is the only module of landscape that imports flax.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -26,11 +40,37 @@ import jax
 from flax import nnx
 
 from landscape import losses
+from landscape.train import TRACING_STEP
 from landscape.validate import check_same_structure
 
-__all__ = ["Functional", "functional", "loss_fn", "merge"]
+__all__ = ["Functional", "FrozenBatchStatsWarning", "functional", "loss_fn", "merge"]
 
 Mode = Literal["eval", "train"]
+
+
+class FrozenBatchStatsWarning(UserWarning):
+    """A training step evaluates an eval-mode model with BatchNorm: its statistics stay frozen."""
+
+
+_FROZEN_MESSAGE = (
+    "landscape.train is training an eval-mode model that has BatchNorm running statistics: "
+    "they stay frozen at their current values (every step normalises with them and never "
+    "updates them). To train BatchNorm, build the loss with landscape.nnx.loss_fn(model, ..., "
+    "mode='train') and pass model_state=state to train.train; then evaluate and build "
+    "curvature operators with mode='eval' and the trained statistics, e.g. "
+    "loss_fn(model, ..., mode='eval', state=result.model_state) or "
+    "functional(model).apply(params, x, state=result.model_state). If the freeze is "
+    "intended, filter landscape.nnx.FrozenBatchStatsWarning."
+)
+
+
+def _warn_if_training_frozen_stats() -> None:
+    """Warn once per traced training step (``landscape.train.TRACING_STEP`` is set)."""
+    step = TRACING_STEP.get()
+    if step is None or step.get("frozen_stats_warned"):
+        return
+    step["frozen_stats_warned"] = True
+    warnings.warn(_FROZEN_MESSAGE, FrozenBatchStatsWarning, stacklevel=3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +109,12 @@ class Functional:
         """``(outputs, new_state)``: one forward pass on a batch ``x`` with a leading example axis.
 
         In train mode ``new_state`` holds the updated BatchNorm running statistics; in eval mode
-        it equals ``state``.
+        it equals ``state`` (and inside a training step, a :class:`FrozenBatchStatsWarning` is
+        emitted when there are statistics, since they would stay frozen).
         """
         self._check_key(key)
+        if self.mode == "eval" and self.state:
+            _warn_if_training_frozen_stats()
         model = self.merge(params, state, key=key)
         out = model(x)
         new_state = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)) if self.state else {}
@@ -142,28 +185,38 @@ def loss_fn(
     output_loss: str | Callable = "cross_entropy",
     *,
     mode: Mode = "eval",
+    state=None,
 ) -> tuple[Callable, Any, Any]:
     """Turn an NNX model into ``(loss_fn, params, state)``.
 
     Batches are dicts ``{"x": inputs, "y": targets}``; ``output_loss(outputs, targets)`` is a mean
     loss (a name from ``landscape.losses.get`` or a callable).
 
-    * ``mode="eval"``: ``loss_fn(params, batch) -> scalar`` with the state fixed at its split-time
-      value: the deterministic function curvature and connectivity need.
+    * ``mode="eval"``: ``loss_fn(params, batch) -> scalar`` with the state held fixed: the
+      deterministic function curvature and connectivity need. Training it leaves BatchNorm
+      statistics frozen (``train`` warns with :class:`FrozenBatchStatsWarning`).
     * ``mode="train"``: ``loss_fn(params, batch, state, key=None) -> (scalar, new_state)``;
       BatchNorm uses batch statistics and the updated running statistics are returned.
+
+    ``state``: the BatchNorm statistics to use, e.g. ``result.model_state`` after training
+    (default: the model's own, at split time). In eval mode the loss holds them fixed; in both
+    modes they are the returned ``state``.
     """
     fm = functional(model, mode=mode)
+    if state is None:
+        state = fm.state
+    else:
+        check_same_structure(fm.state, state, "the model's BatchNorm statistics", "state")
     out_loss = losses.get(output_loss)
     if mode == "eval":
 
         def eval_loss(params, batch):
-            return out_loss(fm.apply(params, batch["x"]), batch["y"])
+            return out_loss(fm.apply(params, batch["x"], state=state), batch["y"])
 
-        return eval_loss, fm.params, fm.state
+        return eval_loss, fm.params, state
 
     def train_loss(params, batch, state, key=None):
         out, new_state = fm.apply_with_state(params, state, batch["x"], key=key)
         return out_loss(out, batch["y"]), new_state
 
-    return train_loss, fm.params, fm.state
+    return train_loss, fm.params, state

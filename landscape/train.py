@@ -47,6 +47,7 @@ Two loss signatures are supported:
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import os
@@ -62,6 +63,7 @@ import numpy as np
 import optax
 
 from landscape import checkpoint as ckpt
+from landscape import reprs
 from landscape.validate import check_batch, check_finite, check_scalar
 
 __all__ = [
@@ -167,6 +169,8 @@ class TrainResult(NamedTuple):
     trace_steps: dict[str, np.ndarray] = {}
     probe_states: dict[str, Any] = {}
 
+    __repr__ = reprs.train_result_repr
+
 
 PROBE_SALT = 0x9B0BE
 
@@ -222,6 +226,29 @@ def _sample(spec: _Spec, dataset, step, key):
     return batch_at(dataset, step, key, spec.batch_size)
 
 
+TRACING_STEP: contextvars.ContextVar = contextvars.ContextVar("landscape_train_step",
+                                                              default=None)
+"""A fresh dict while the loss of a training step is traced, else ``None``.
+
+``landscape.nnx`` reads it to warn (once per trace) when that loss runs an eval-mode model with
+BatchNorm statistics, which would stay frozen (``landscape.nnx.FrozenBatchStatsWarning``).
+Probes and evaluations outside the step never see it set.
+"""
+
+
+def _flags_step(fn):
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        token = TRACING_STEP.set({})
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TRACING_STEP.reset(token)
+
+    return wrapped
+
+
+@_flags_step
 def _value_and_grad(spec: _Spec, st: TrainState, batch, drop_key):
     """``(loss, grads, new model state)`` of one step at ``st`` on ``batch``."""
     if spec.stateful:

@@ -15,15 +15,16 @@ import pathlib
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # 0: argument checks; 1: pytree/operator/file primitives, models and data; 2: batching and the
-# loss registry; 3: the curvature operators, the spectral routines, the training loop and the
-# flax adapter; 4: what builds on them; 5: the runner and the plotting at the edge.
+# loss registry; 3: the curvature operators, the spectral routines and the training loop; 4: what
+# builds on them, including the flax adapter (it reads the training loop's tracing flag); 5: the
+# runner and the plotting at the edge.
 LAYER = {
-    "validate": 0, "typing": 0,
+    "validate": 0, "typing": 0, "reprs": 0,
     "_version": 1, "__version__": 1, "tree": 1, "linop": 1, "checkpoint": 1, "models": 1,
     "data": 1,
     "batching": 2, "losses": 2,
-    "curvature": 3, "spectral": 3, "train": 3, "nnx": 3,
-    "connectivity": 4, "attention": 4, "parallel": 4,
+    "curvature": 3, "spectral": 3, "train": 3,
+    "connectivity": 4, "attention": 4, "parallel": 4, "nnx": 4,
     "experiment": 5, "plotting": 5,
 }
 

@@ -89,3 +89,58 @@ def test_resnet_bad_inputs():
         models.ResNet20(10, shortcut="B", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="width_multiplier"):
         models.ResNet20(10, 0, rngs=nnx.Rngs(0))
+
+
+# ---------------------------------------------------------------- base width
+
+
+def _resnet_count(w, c, k, norm, projection):
+    """Hand count: 19 3x3 convs (bias or 2-per-channel norm), 1x1 projections, linear head."""
+    conv = lambda a, b, kk: kk * a * b + (2 * b if norm else b)
+    widths = [w, 2 * w, 4 * w]
+    total, c_in = conv(c, w, 9), w
+    for s, ch in enumerate(widths):
+        total += conv(c_in, ch, 9) + 5 * conv(ch, ch, 9)
+        if projection and s > 0:
+            total += conv(c_in, ch, 1)
+        c_in = ch
+    return total + 4 * w * k + k
+
+
+@pytest.mark.parametrize("norm", ["batch", None])
+@pytest.mark.parametrize("shortcut", ["projection", "padding"])
+@pytest.mark.parametrize("base_width, mult", [(4, 1), (4, 2), (16, 1)])
+def test_resnet20_base_width_channels_and_count(norm, shortcut, base_width, mult):
+    model = nnx.eval_shape(lambda: models.ResNet20(
+        10, mult, norm=norm, in_channels=1, shortcut=shortcut, base_width=base_width,
+        rngs=nnx.Rngs(0)))
+    w = base_width * mult
+    assert model.stem.kernel.shape == (3, 3, 1, w)
+    for s, width in enumerate([w, 2 * w, 4 * w]):
+        for block in model.stages[s]:
+            assert block.conv1.kernel.shape[-1] == block.conv2.kernel.shape[-1] == width
+    assert model.head.kernel.shape == (4 * w, 10)
+    expected = _resnet_count(w, 1, 10, norm, shortcut == "projection")
+    assert count_params(model) == expected
+    # the closed form of the docstring
+    closed = 1044 * w**2 + (9 + (86 if norm else 43)) * w + 4 * w * 10 + 10
+    if shortcut == "projection":
+        closed += 10 * w**2 + (12 if norm else 6) * w
+    assert expected == closed
+    if (base_width, mult, norm, shortcut) == (4, 1, "batch", "projection"):
+        assert expected == 17_462
+    if (base_width, mult, norm, shortcut) == (16, 1, "batch", "projection"):
+        assert expected == 272_186  # the README's default ResNet20(10, in_channels=1)
+
+
+def test_resnet20_default_base_width_is_unchanged():
+    """Default = base_width 16: 269,034 params (paper); only w = base * mult matters for init."""
+    shape = lambda **kw: nnx.eval_shape(lambda: models.ResNet20(
+        10, norm=None, shortcut="padding", rngs=nnx.Rngs(0), **kw))
+    assert count_params(shape()) == 269_034 == _resnet_count(16, 3, 10, None, False)
+    default = nnx.state(models.ResNet20(10, norm="batch", in_channels=1, rngs=nnx.Rngs(3)))
+    same = nnx.state(models.ResNet20(10, 2, norm="batch", in_channels=1, base_width=8,
+                                     rngs=nnx.Rngs(3)))
+    chex.assert_trees_all_equal(default, same)
+    with pytest.raises(ValueError, match="base_width"):
+        models.ResNet20(10, base_width=0, rngs=nnx.Rngs(0))

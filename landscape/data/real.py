@@ -49,8 +49,9 @@ def digits(key: jax.Array, *, test_fraction: float = 0.2, flatten: bool = False)
       flatten: return ``x`` as ``(n, 64)`` instead of images ``(n, 8, 8, 1)`` (NHWC).
 
     Returns:
-      ``(train, test)`` dicts with ``x`` in [0, 1] (float32, or float64 under x64) and
-      ``y`` int32 labels in 0..9. With the default fraction: 1438 train, 359 test.
+      ``(train, test)`` dicts with ``x`` in [0, 1] (float32 whatever the x64 flag: cast it,
+      ``x.astype(jnp.float64)``, for float64 work) and ``y`` int32 labels in 0..9. With the
+      default fraction: 1438 train, 359 test.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")

@@ -101,7 +101,8 @@ class CNN2D(_ConvNet):
     """2D CNN for small NHWC images (default sized for 8x8x1 digits).
 
     Layer ``i`` (``i = 0..num_layers-1``) is a ``kernel_size``-square SAME convolution to
-    ``width * 2**i`` channels, then ``norm``, then ``activation``; every layer but the last is
+    ``width * 2**i`` channels (``width`` is the base width: the channels of layer 0, doubling
+    at each layer), then ``norm``, then ``activation``; every layer but the last is
     followed by 2x2 pooling (``pool="avg"``/``"max"``; an axis already of length 1 is not
     pooled). A global average over space and a linear head give ``(n, num_classes)`` logits.
 

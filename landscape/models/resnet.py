@@ -1,5 +1,5 @@
 """ResNet-20 for small images (He, Zhang, Ren, Sun 2016, "Deep residual learning for image
-recognition", Sec. 4.2, the CIFAR-10 architecture), with a width multiplier."""
+recognition", Sec. 4.2, the CIFAR-10 architecture), with a base width and a width multiplier."""
 
 from __future__ import annotations
 
@@ -78,17 +78,28 @@ class BasicBlock(nnx.Module):
 class ResNet20(nnx.Module):
     """CIFAR ResNet-20: 3x3 stem, 3 stages x 3 basic blocks, global average pool, linear head.
 
-    Stage ``s`` has ``(16, 32, 64)[s] * width_multiplier`` channels; stages 2 and 3 start with
-    a stride-2 block. That makes 1 + 3*3*2 = 19 3x3 convolutions plus the head (the "20"
-    layers), and with ``shortcut="projection"`` two 1x1 projection convolutions. Works on any
-    NHWC image size, including 8x8 digits (8 -> 4 -> 2 spatially).
+    With ``w = base_width * width_multiplier``, the stem and stage 1 have ``w`` channels, stage
+    2 has ``2 w`` and stage 3 ``4 w`` (He et al.: ``base_width=16``, so 16/32/64); stages 2 and
+    3 start with a stride-2 block. That makes 1 + 3*3*2 = 19 3x3 convolutions plus the head
+    (the "20" layers), and with ``shortcut="projection"`` two 1x1 projection convolutions.
+    Works on any NHWC image size, including 8x8 digits (8 -> 4 -> 2 spatially).
 
-    Parameter count (``norm=None``, ``shortcut="padding"``, multiplier 1, 3 input channels,
-    10 classes) is 269,034 (weights + conv biases), the paper's 0.27M; the projection shortcuts
-    add 2,656 (two 1x1 convs with biases).
+    Parameter count, for ``c`` input channels and ``K`` classes (each conv has either a bias,
+    ``norm=None``, or a norm with scale and bias, 2 per channel):
+
+    * ``norm=None``, ``shortcut="padding"``: ``1044 w^2 + (9 c + 43) w + 4 w K + K``; with
+      ``w = 16, c = 3, K = 10`` that is 269,034, the paper's 0.27M;
+    * a norm instead of biases adds ``43 w`` (``1044 w^2 + (9 c + 86) w + 4 w K + K``);
+    * ``shortcut="projection"`` adds ``10 w^2 + 6 w`` without norm (two 1x1 convs with biases,
+      2,656 for ``w = 16``) or ``10 w^2 + 12 w`` with a norm. The default
+      ``ResNet20(10, in_channels=1)`` (BatchNorm, projection) has 272,186; with
+      ``base_width=4`` it has 17,462. BatchNorm statistics (2 per normalised channel) are
+      state, not parameters.
 
     Args:
       num_classes: outputs. width_multiplier: positive int scaling every channel count.
+      base_width: positive int, the channels of the stem and stage 1 before the multiplier
+        (default 16, as in the paper; e.g. 4 for quick CPU runs).
       norm: ``"batch"`` (default, as in the paper), ``"layer"`` (per-position over channels)
         or ``None``. in_channels: input channels (3 for CIFAR, 1 for digits).
       shortcut: ``"projection"`` (1x1 conv + norm, default; Git Re-Basin's choice) or
@@ -106,19 +117,21 @@ class ResNet20(nnx.Module):
     def __init__(self, num_classes: int = 10, width_multiplier: int = 1, *,
                  norm: str | None = "batch", in_channels: int = 3,
                  shortcut: str = "projection", param_dtype=None, conv_impl: str = "auto",
-                 rngs: nnx.Rngs | None = None, key=None):
+                 base_width: int = 16, rngs: nnx.Rngs | None = None, key=None):
         rngs = rngs_from(rngs, key, "ResNet20")
         num_classes = check_positive_int(num_classes, "num_classes")
         width_multiplier = check_positive_int(width_multiplier, "width_multiplier")
         in_channels = check_positive_int(in_channels, "in_channels")
+        base_width = check_positive_int(base_width, "base_width")
         check_norm(norm)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}; got {shortcut!r}")
         dtype = param_dtype_or_default(param_dtype)
         self.num_classes, self.width_multiplier, self.in_channels = (
             num_classes, width_multiplier, in_channels)
-        self.norm, self.shortcut = norm, shortcut
-        widths = [16 * width_multiplier, 32 * width_multiplier, 64 * width_multiplier]
+        self.norm, self.shortcut, self.base_width = norm, shortcut, base_width
+        w = base_width * width_multiplier
+        widths = [w, 2 * w, 4 * w]
         self.conv_impl = resolve_conv_impl(conv_impl)  # validates before building anything
         self.stem = _conv3x3(in_channels, widths[0], 1, bias=norm is None, dtype=dtype, rngs=rngs,
                              conv_impl=conv_impl)
@@ -137,7 +150,7 @@ class ResNet20(nnx.Module):
                                kernel_init=lecun_normal, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
-        """Globally pooled features ``(n, 64 * width_multiplier)``."""
+        """Globally pooled features ``(n, 4 * base_width * width_multiplier)``."""
         if jnp.ndim(x) == 3 and self.in_channels == 1:
             x = x[..., None]
         check_input(x, "x", (None, None, self.in_channels), model="ResNet20")
