@@ -117,6 +117,7 @@ def draw_figures(names: Iterable[str] | None = None, *, smoke: bool = False,
             say(f"{where}: running")
             start = time.perf_counter()
             results[exp] = ex.ensure(module, config, quiet=quiet)
+            _release_compiled()
             say(f"{where}: finished in {ex.format_duration(time.perf_counter() - start)}")
         say(f"figure {k}/{len(figures)}: {fig_name}")
         written += fig.draw({e: results[e] for e in fig.EXPERIMENTS}, Path(out_dir))
@@ -125,6 +126,20 @@ def draw_figures(names: Iterable[str] | None = None, *, smoke: bool = False,
         for exp, result in results.items():
             shutil.copyfile(result.path, paper_figures.RECORDS_DIR / f"{exp}.json")
     return written
+
+
+def _release_compiled() -> None:
+    """Drop JAX's compiled programs once an experiment has finished.
+
+    XLA:CPU maps every compiled program into memory with several mappings of its own; a
+    ``figures`` run keeps all experiments' programs alive in one process, and past some
+    tens of thousands of mappings (the kernel's ``vm.max_map_count``, 65530 by default) LLVM
+    fails with "Cannot allocate memory". The next experiment compiles its own programs anyway
+    (or reads them from the persistent compilation cache).
+    """
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
 
 
 def _applicable(module, overrides: list[str]) -> list[str]:

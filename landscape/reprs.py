@@ -17,10 +17,10 @@ behaviour; they only gain a ``__repr__`` built from the helpers here. The rules:
   the same items wrapped; tables (eigenpairs) show at most ``MAX_ROWS`` (10) rows, then
   ``...``.
 
-Each class writes its own ``__repr__`` with :func:`repr_method` and the formatters below. The
-two results whose modules are edited elsewhere get theirs here: :func:`eigsh_repr` (for
-``landscape.spectral.eigsh.EigshResult``) and :func:`train_result_repr` (for
-``landscape.train.TrainResult``); each can be attached as ``__repr__ = reprs.eigsh_repr``.
+Each class writes its own ``__repr__`` with :func:`repr_method` and the formatters below; the
+two longest are here, :func:`eigsh_repr` (a table of eigenpairs, for
+``landscape.spectral.eigsh.EigshResult``) and :func:`train_result_repr` (a pytree summary, for
+``landscape.train.TrainResult``), attached as ``__repr__ = reprs.eigsh_repr``.
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def repr_method(build: Callable[[object], str]) -> Callable[[object], str]:
     return __repr__
 
 
-# --- results of modules edited elsewhere --------------------------------------------------------
+# --- the two longest: eigenpairs and training runs ------------------------------------------
 
 def _eigsh_build(r) -> str:
     lam = host(r.eigenvalues).reshape(-1)
