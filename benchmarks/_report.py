@@ -191,6 +191,17 @@ def machine_info() -> dict:
     return info
 
 
+def start_run(threads: int) -> dict:
+    """Enforce ``threads`` (after the libraries are imported), print the thread pools in effect
+    and the load average on stderr, and return ``machine_info()``: the opening of every
+    benchmark script."""
+    enforce_threads(threads)
+    machine = machine_info()
+    print(f"{thread_summary(machine['threads'])}; load average "
+          f"{machine['load_average_start'][0]:.2f} at the start", file=sys.stderr, flush=True)
+    return machine
+
+
 def finish_machine_info(info: dict) -> dict:
     """Add the load average at the end and the thread counts then in effect (in place)."""
     info["load_average_end"] = list(os.getloadavg())

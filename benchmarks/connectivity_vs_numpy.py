@@ -174,11 +174,8 @@ def main(argv=None):
     import numpy  # noqa: F401
     import scipy.optimize  # noqa: F401  (loads SciPy's OpenBLAS before the limits are checked)
 
-    rep.enforce_threads(args.threads)
+    machine = rep.start_run(args.threads)
     cfg = SETTINGS["quick" if args.quick else "full"]
-    machine = rep.machine_info()
-    print(f"{rep.thread_summary(machine['threads'])}; load average "
-          f"{machine['load_average_start'][0]:.2f} at the start", file=sys.stderr, flush=True)
     res = {"mode": "quick" if args.quick else "full", "repeats": cfg["repeats"],
            "machine": machine,
            "weight_matching": [bench_weight_matching(w, cfg["repeats"])

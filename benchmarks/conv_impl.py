@@ -117,11 +117,8 @@ def main(argv=None):
 
     from landscape import data
 
-    rep.enforce_threads(args.threads)
+    machine = rep.start_run(args.threads)
     cfg = SETTINGS["quick" if args.quick else "full"]
-    machine = rep.machine_info()
-    print(f"{rep.thread_summary(machine['threads'])}; load average "
-          f"{machine['load_average_start'][0]:.2f} at the start", file=sys.stderr, flush=True)
     train, _ = data.mnist1d(jax.random.key(0))
     train = jax.tree.map(jnp.asarray, train)
     fns = {OURS: build("shift", train), PEER: build("lax", train)}

@@ -499,15 +499,12 @@ def main(argv=None) -> dict:
     args = _parse(sys.argv[1:] if argv is None else argv)
     if not rep.pinned():  # imported rather than run as a script: pin what can still be pinned
         rep.pin_threads(args.threads)
-    rep.enforce_threads(args.threads)
+    machine = rep.start_run(args.threads)
     # PyHessian builds its gradient graph with backward(create_graph=True); torch warns about
     # the resulting reference cycle on every construction. Expected here, so silenced.
     warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
     cfg = SETTINGS["quick" if args.quick else "full"]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    machine = rep.machine_info()
-    log(f"{rep.thread_summary(machine['threads'])}; load average "
-        f"{machine['load_average_start'][0]:.2f} at the start")
     t0 = time.perf_counter()
     res = {"machine": machine, "mode": "quick" if args.quick else "full",
            "settings": cfg, "models": {},
