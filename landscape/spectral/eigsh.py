@@ -296,12 +296,16 @@ def _linearity_defect(op, key):
 
 
 def _limits(op, tnorm, defect, tol, auto):
-    """``(floor, tol_eff)``: the rounding floor and the tolerance in force at ``||T|| = tnorm``."""
+    """``(floor, tol_eff, limit)`` at ``||T|| = tnorm``: the rounding floor, the tolerance in
+    force, and the bound the Lanczos estimates must reach to stop. The stop comes when the
+    certificate (~ estimate + floor) would pass ``tol_eff``; if ``tol_eff`` is below two floors
+    it cannot, and the estimates need only get under the floor."""
     floor = jnp.maximum(_floor(op, tnorm), defect.astype(tnorm.dtype))
-    if not auto:
-        return floor, jnp.asarray(tol, tnorm.dtype)
-    rel = jnp.where(tnorm > 0, floor / jnp.where(tnorm > 0, tnorm, 1), 0)
-    return floor, jnp.maximum(jnp.asarray(tol, tnorm.dtype), _FLOORS_IN_DEFAULT_TOL * rel)
+    tol_eff = jnp.asarray(tol, tnorm.dtype)
+    if auto:
+        rel = jnp.where(tnorm > 0, floor / jnp.where(tnorm > 0, tnorm, 1), 0)
+        tol_eff = jnp.maximum(tol_eff, _FLOORS_IN_DEFAULT_TOL * rel)
+    return floor, tol_eff, jnp.maximum(tol_eff * tnorm - floor, floor)
 
 
 @partial(jax.jit,
@@ -328,10 +332,7 @@ def _eigsh_kernel(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, n
         stop = jnp.minimum(jnp.maximum(j + chunk, k), steps)
         state = lanczos_steps(op, state, j, stop)
         _, _, est, tnorm = ritz(state.alpha, state.beta, stop, k, which, with_norm=True)
-        # Stop when the certificate (~ estimate + floor) would pass tol; if tol is below two
-        # floors it cannot, and we stop once the estimates are under the floor.
-        floor, tol_eff = _limits(op, tnorm, defect, tol, auto)
-        limit = jnp.maximum(tol_eff * tnorm - floor, floor)
+        _, _, limit = _limits(op, tnorm, defect, tol, auto)
         done = jnp.all(est <= limit) & (not fixed)
         return state, stop, done
 
@@ -349,11 +350,11 @@ def _finish(op, state, size, k, which, tol, auto, defect):
     # Residual of the returned (stored, nearly unit) vectors against the returned theta, formed
     # and measured in the accumulation dtype; the floor covers the rounding of fl(A v).
     R = AV.astype(acc) - V.astype(acc) * theta
-    floor, tol_eff = _limits(op, tnorm, defect, tol, auto)
+    floor, tol_eff, limit = _limits(op, tnorm, defect, tol, auto)
     floor = floor.astype(acc)
     residuals = (safe_norm(R, acc, axis=0) + floor) / safe_norm(V, acc, axis=0)
     converged = residuals <= tol_eff * tnorm
-    estimates_done = jnp.all(est <= jnp.maximum(tol_eff * tnorm - floor, floor))
+    estimates_done = jnp.all(est <= limit)
     status = jnp.where(jnp.all(converged), 0, jnp.where(estimates_done, 2, 1))
     return EigshResult(theta, V, residuals, converged, est, size + k + 3, size, tol_eff, tnorm,
                        floor, defect.astype(acc), status)
