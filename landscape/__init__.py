@@ -18,6 +18,7 @@ _SUBMODULES = (
     "connectivity",
     "curvature",
     "data",
+    "dynamics",
     "experiment",
     "losses",
     "models",

@@ -24,7 +24,7 @@ LAYER = {
     "data": 1,
     "batching": 2, "losses": 2,
     "curvature": 3, "spectral": 3, "train": 3,
-    "connectivity": 4, "attention": 4, "parallel": 4, "nnx": 4,
+    "connectivity": 4, "attention": 4, "parallel": 4, "nnx": 4, "dynamics": 4,
     "experiment": 5, "plotting": 5,
 }
 

@@ -22,7 +22,13 @@ from landscape.spectral.diagnostics import (
     negative_positive_ratio,
     topk_condition_number,
 )
-from landscape.spectral.eigsh import EigshNotConverged, EigshResult, default_tol, eigsh
+from landscape.spectral.eigsh import (
+    EigshNotConverged,
+    EigshResult,
+    default_tol,
+    eigsh,
+    linearity_defect,
+)
 from landscape.spectral.kpm import KPMDensity, kpm_density, spectrum_bounds
 from landscape.spectral.power import PowerIterationResult, power_iteration
 from landscape.spectral.trace import DiagonalEstimate, TraceEstimate, diagonal, trace
@@ -40,6 +46,7 @@ __all__ = [
     "diagonal",
     "directional_curvature",
     "eigsh",
+    "linearity_defect",
     "gradient_fraction_in_topk",
     "kpm_density",
     "negative_positive_ratio",

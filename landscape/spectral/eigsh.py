@@ -93,7 +93,7 @@ from landscape import reprs, validate
 from landscape.spectral import _inputs
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz, safe_norm
 
-__all__ = ["EigshResult", "EigshNotConverged", "eigsh", "default_tol"]
+__all__ = ["EigshResult", "EigshNotConverged", "eigsh", "default_tol", "linearity_defect"]
 
 _WHICH = ("LA", "SA", "LM")
 
@@ -110,7 +110,8 @@ class EigshResult(NamedTuple):
         (see the module docstring for what this means in float32 and float64).
       converged: ``(k,)`` bool, ``residuals <= tol * norm_estimate``.
       residual_estimates: ``(k,)`` the Lanczos estimates ``beta_m |s_{m,i}|`` used to stop.
-      num_matvecs: products with ``A`` spent (Lanczos steps plus ``k`` for the check).
+      num_matvecs: products with ``A`` spent (Lanczos steps, plus ``k`` for the check, plus 3
+        for the floor measurement unless ``measured_floor`` was given).
       num_steps: Lanczos steps taken.
       tol: the relative tolerance that was used.
       norm_estimate: ``()`` ``||T||_2 = max |Ritz value|`` over the whole final ``T``, the
@@ -182,7 +183,7 @@ def default_tol(dtype, dim: int | None = None) -> float:
 
 def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = None,
           tol: float | None = None, max_steps: int | None = None, chunk: int = 10,
-          v0=None, warm_noise: float = 1e-3, dim: int | None = None,
+          v0=None, warm_noise: float = 1e-3, measured_floor=None, dim: int | None = None,
           dtype=None) -> EigshResult:
     """``k`` extreme eigenpairs of the symmetric operator ``op`` by Lanczos.
 
@@ -225,6 +226,10 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
         grow from. The span of a block that moved little is recovered in about ``b`` steps,
         plus the steps needed to damp the noise (tracking during training).
       warm_noise: relative size of that random component (default 1e-3, ``>= 0``).
+      measured_floor: a linearity defect measured earlier on the same (or a nearby) operator
+        (``linearity_defect(op, key)`` or a previous result's ``measured_floor``), reused in
+        place of a new measurement, which saves its three products. Meant for tracking an
+        operator that changes slowly (sharpness during training); a scalar ``>= 0``.
       dim: the dimension when ``op`` is a bare callable (must agree with ``op.dim`` otherwise).
       dtype: the dtype of a bare callable's vectors (default: JAX's default float dtype).
 
@@ -255,8 +260,15 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
     start = _start_vector(v0, dim, op.dtype)
     if not isinstance(warm_noise, int | float) or not warm_noise >= 0:
         raise ValueError(f"warm_noise must be a number >= 0; got {warm_noise!r}")
-    result = _eigsh_kernel(op, start, key, k=k, which=which, steps=steps, tol=tol, auto=auto,
-                           chunk=chunk, fixed=num_steps is not None, noise=float(warm_noise))
+    if measured_floor is not None:
+        measured_floor = jnp.asarray(measured_floor)
+        if measured_floor.shape != () or not jnp.issubdtype(measured_floor.dtype, jnp.floating):
+            raise ValueError(f"measured_floor must be a float scalar; got {measured_floor!r}")
+        if validate.is_concrete(measured_floor) and not float(measured_floor) >= 0:
+            raise ValueError(f"measured_floor must be >= 0; got {float(measured_floor)}")
+    result = _eigsh_kernel(op, start, key, measured_floor, k=k, which=which, steps=steps,
+                           tol=tol, auto=auto, chunk=chunk, fixed=num_steps is not None,
+                           noise=float(warm_noise))
     if validate.is_concrete(result.status) and int(result.status) != 0:
         warnings.warn(f"eigsh: {result.reason}", EigshNotConverged, stacklevel=2)
     return result
@@ -285,8 +297,19 @@ def _floor(op, norm_estimate):
     return (eps * op.dim ** 0.5) * norm_estimate
 
 
+def linearity_defect(op, key) -> jax.Array:
+    """``||fl(A(u + w)) - fl(A u) - fl(A w)||`` for random unit ``u, w`` (three products).
+
+    Zero in exact arithmetic; about twice the rounding error of one computed product otherwise
+    (the module docstring's "measured floor"). Pass it to :func:`eigsh` as ``measured_floor`` to
+    reuse one measurement over many calls on a slowly changing operator.
+    """
+    op = _inputs.as_operator(op)
+    validate.check_key(key)
+    return _linearity_defect(op, key)
+
+
 def _linearity_defect(op, key):
-    """``||fl(A(u + w)) - fl(A u) - fl(A w)||`` for random unit ``u, w`` (three products)."""
     acc = _inputs.accumulation_dtype(op.dtype)
     U = jax.random.normal(key, (2, op.dim), op.dtype)
     U = U / safe_norm(U, acc, axis=1)[:, None].astype(op.dtype)
@@ -310,10 +333,13 @@ def _limits(op, tnorm, defect, tol, auto):
 
 @partial(jax.jit,
          static_argnames=("k", "which", "steps", "tol", "auto", "chunk", "fixed", "noise"))
-def _eigsh_kernel(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, noise):
+def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk, fixed, noise):
     dtype = op.dtype
     key_start, key_loop = jax.random.split(key)
-    defect = _linearity_defect(op, jax.random.fold_in(key, 0xF1))
+    if measured is None:
+        defect, extra = _linearity_defect(op, jax.random.fold_in(key, 0xF1)), 3
+    else:
+        defect, extra = measured.astype(_inputs.accumulation_dtype(dtype)), 0
     rand = jax.random.normal(key_start, (op.dim,), dtype)
     if start is None:
         start = rand
@@ -337,10 +363,10 @@ def _eigsh_kernel(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, n
         return state, stop, done
 
     state, size, _ = jax.lax.while_loop(cond, body, (state, jnp.asarray(0), False))
-    return _finish(op, state, size, k, which, tol, auto, defect)
+    return _finish(op, state, size, k, which, tol, auto, defect, extra)
 
 
-def _finish(op, state, size, k, which, tol, auto, defect):
+def _finish(op, state, size, k, which, tol, auto, defect, extra):
     theta, S, est, tnorm = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
     acc = theta.dtype
     basis = state.basis[:-1]
@@ -356,5 +382,5 @@ def _finish(op, state, size, k, which, tol, auto, defect):
     converged = residuals <= tol_eff * tnorm
     estimates_done = jnp.all(est <= limit)
     status = jnp.where(jnp.all(converged), 0, jnp.where(estimates_done, 2, 1))
-    return EigshResult(theta, V, residuals, converged, est, size + k + 3, size, tol_eff, tnorm,
+    return EigshResult(theta, V, residuals, converged, est, size + k + extra, size, tol_eff, tnorm,
                        floor, defect.astype(acc), status)

@@ -1,0 +1,43 @@
+"""Training dynamics: curvature along a trajectory, stability thresholds and flows.
+
+* ``sharpness``: certified top-k eigenvalues of the full-dataset Hessian (or GGN) at the current
+  params, warm-started from previous eigenvectors; ``sharpness_probe``: the same inside the
+  compiled training loop of ``landscape.train`` (Cohen et al. 2021).
+* ``preconditioned_sharpness``: ``lambda_max(P^-1 H)`` with ``P`` read from an optax state
+  (Adam/AdamW, RMSProp, Adagrad, SGD) or given; ``stability_threshold``: ``2/eta``,
+  ``(2 + 2 beta)/eta``, ``(2 + 2 b1)/((1 - b1) eta)`` ... (Cohen et al. 2022).
+
+>>> r = dynamics.sharpness(loss_fn, params, data, key=key, k=1)   # r.eigenvalues[0]
+>>> res = train.train(loss_fn, params, optax.sgd(eta), data, key=key, num_steps=1000,
+...                   probes={"S": dynamics.sharpness_probe(loss_fn, data, every=1)})
+>>> res.trace["S"]["eigenvalues"][:, 0] * eta / 2             # -> 1 at the edge of stability
+"""
+
+from landscape.dynamics.preconditioned import (
+    RULES,
+    preconditioned_operator,
+    preconditioned_sharpness,
+    preconditioner,
+)
+from landscape.dynamics.sharpness import (
+    SharpnessState,
+    curvature_operator,
+    full_loss_and_grad,
+    sharpness,
+    sharpness_probe,
+)
+from landscape.dynamics.thresholds import THRESHOLD_RULES, stability_threshold
+
+__all__ = [
+    "RULES",
+    "THRESHOLD_RULES",
+    "SharpnessState",
+    "curvature_operator",
+    "full_loss_and_grad",
+    "preconditioned_operator",
+    "preconditioned_sharpness",
+    "preconditioner",
+    "sharpness",
+    "sharpness_probe",
+    "stability_threshold",
+]
