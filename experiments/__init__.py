@@ -26,6 +26,8 @@ REGISTRY: dict[str, str] = {
     "barrier_vs_training": "experiments.barrier_vs_training",
     "barrier_vs_width": "experiments.barrier_vs_width",
     "baselines": "experiments.baselines",
+    "edge_of_stability": "experiments.edge_of_stability",
+    "gd_vs_flow": "experiments.gd_vs_flow",
     "hessian_outliers": "experiments.hessian_outliers",
     "hessian_spectrum": "experiments.hessian_spectrum",
     "icl_as_gd": "experiments.icl_as_gd",

@@ -31,6 +31,8 @@ REGISTRY: dict[str, str] = {
     "barrier_vs_training": "paper_figures.barrier_vs_training",
     "barrier_vs_width": "paper_figures.barrier_vs_width",
     "baselines": "paper_figures.baselines",
+    "edge_of_stability": "paper_figures.edge_of_stability",
+    "gd_vs_flow": "paper_figures.gd_vs_flow",
     "hessian_outliers": "paper_figures.hessian_outliers",
     "hessian_spectrum": "paper_figures.hessian_spectrum",
     "icl_as_gd": "paper_figures.icl_as_gd",

@@ -6,6 +6,11 @@
 * ``preconditioned_sharpness``: ``lambda_max(P^-1 H)`` with ``P`` read from an optax state
   (Adam/AdamW, RMSProp, Adagrad, SGD) or given; ``stability_threshold``: ``2/eta``,
   ``(2 + 2 beta)/eta``, ``(2 + 2 b1)/((1 - b1) eta)`` ... (Cohen et al. 2022).
+* ``gradient_flow``: ``dw/dtau = -grad L(w)`` by RK4 with the step set from the sharpness;
+  ``compare_gd_flow`` / ``gd_flow_distance``: ``||w_GD(t) - w_flow(t eta)||``.
+* ``central_flow`` (GD), ``rmsprop_central_flow``, ``scalar_rmsprop_central_flow``: the
+  time-averaged dynamics at the edge of stability (Cohen, Damian, Talwalkar, Kolter, Lee 2025),
+  with the oscillation covariance from ``solve_psd_complementarity`` inside ``jit``.
 
 >>> r = dynamics.sharpness(loss_fn, params, data, key=key, k=1)   # r.eigenvalues[0]
 >>> res = train.train(loss_fn, params, optax.sgd(eta), data, key=key, num_steps=1000,
@@ -13,6 +18,26 @@
 >>> res.trace["S"]["eigenvalues"][:, 0] * eta / 2             # -> 1 at the edge of stability
 """
 
+from landscape.dynamics.central_flow import (
+    CentralFlowResult,
+    central_flow,
+    hessian_form_gradients,
+    rmsprop_central_flow,
+    scalar_rmsprop_central_flow,
+)
+from landscape.dynamics.complementarity import ComplementarityResult, solve_psd_complementarity
+from landscape.dynamics.flow import (
+    FlowNotFinished,
+    GDFlowComparison,
+    GDTrajectory,
+    GradientFlowResult,
+    compare_gd_flow,
+    first_crossing,
+    gd_flow_distance,
+    gd_trajectory,
+    gradient_flow,
+    params_probe,
+)
 from landscape.dynamics.preconditioned import (
     RULES,
     preconditioned_operator,
@@ -29,6 +54,23 @@ from landscape.dynamics.sharpness import (
 from landscape.dynamics.thresholds import THRESHOLD_RULES, stability_threshold
 
 __all__ = [
+    "CentralFlowResult",
+    "ComplementarityResult",
+    "central_flow",
+    "hessian_form_gradients",
+    "rmsprop_central_flow",
+    "scalar_rmsprop_central_flow",
+    "solve_psd_complementarity",
+    "FlowNotFinished",
+    "GDFlowComparison",
+    "GDTrajectory",
+    "GradientFlowResult",
+    "compare_gd_flow",
+    "first_crossing",
+    "gd_flow_distance",
+    "gd_trajectory",
+    "gradient_flow",
+    "params_probe",
     "RULES",
     "THRESHOLD_RULES",
     "SharpnessState",

@@ -29,6 +29,7 @@ References: Lanczos (1950); Paige (1976); Golub & Van Loan, *Matrix Computations
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -174,6 +175,35 @@ def ritz(alpha, beta, size, k: int, which: str, *, with_norm: bool = False):
     ``eigh`` and the eigenvalues by ``2^e`` after, so the eigensolver always sees entries of
     order one whatever the scale of the operator.
     """
+    m = alpha.shape[0]
+    # ``T`` is m x m but only its leading size x size block is active; solve the smallest
+    # static block that holds it (the cost of a dense ``eigh`` grows like m^3, and a check of a
+    # warm start that stops after a few steps would otherwise pay for the whole buffer)
+    blocks = sorted({b for b in _BLOCKS if k <= b < m} | {m})
+    if len(blocks) == 1 or not isinstance(size, jax.Array):
+        return _ritz_block(alpha, beta, size, k, which, with_norm, m)
+    branches = [functools.partial(_ritz_block, k=k, which=which, with_norm=with_norm, m=m,
+                                  block=b) for b in blocks]
+    index = jnp.searchsorted(jnp.asarray(blocks), size)
+    return jax.lax.switch(jnp.minimum(index, len(blocks) - 1), branches, alpha, beta, size)
+
+
+_BLOCKS = (8, 16, 32, 64)
+
+
+def _ritz_block(alpha, beta, size, k, which, with_norm, m, block=None):
+    """:func:`ritz` on the leading ``block x block`` part of the buffers (``size <= block``),
+    with ``S`` padded back to ``m`` rows."""
+    if block is not None and block < m:
+        alpha, beta = alpha[:block], beta[:block]
+    out = _ritz_dense(alpha, beta, size, k, which, with_norm)
+    if block is None or block == m:
+        return out
+    S = jnp.pad(out[1], ((0, m - block), (0, 0)))
+    return (out[0], S) + tuple(out[2:])
+
+
+def _ritz_dense(alpha, beta, size, k: int, which: str, with_norm: bool):
     m = alpha.shape[0]
     live = jnp.arange(m) < size
     big = jnp.maximum(jnp.max(jnp.where(live, jnp.abs(alpha), 0.0)),
