@@ -23,9 +23,11 @@ __all__ = ["REGISTRY", "names", "get"]
 
 #: Experiment name -> module that implements it.
 REGISTRY: dict[str, str] = {
+    "adaptive_eos": "experiments.adaptive_eos",
     "barrier_vs_training": "experiments.barrier_vs_training",
     "barrier_vs_width": "experiments.barrier_vs_width",
     "baselines": "experiments.baselines",
+    "central_flow": "experiments.central_flow",
     "edge_of_stability": "experiments.edge_of_stability",
     "gd_vs_flow": "experiments.gd_vs_flow",
     "hessian_outliers": "experiments.hessian_outliers",

@@ -28,9 +28,11 @@ RECORDS_DIR = Path(__file__).resolve().parent / "records"
 
 #: Figure name -> module that draws it.
 REGISTRY: dict[str, str] = {
+    "adaptive_eos": "paper_figures.adaptive_eos",
     "barrier_vs_training": "paper_figures.barrier_vs_training",
     "barrier_vs_width": "paper_figures.barrier_vs_width",
     "baselines": "paper_figures.baselines",
+    "central_flow": "paper_figures.central_flow",
     "edge_of_stability": "paper_figures.edge_of_stability",
     "gd_vs_flow": "paper_figures.gd_vs_flow",
     "hessian_outliers": "paper_figures.hessian_outliers",

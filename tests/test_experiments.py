@@ -135,6 +135,42 @@ def test_experiment_satisfies_the_protocol(name):
 # ----------------------------------------------------------------------------- checks
 
 
+def _adaptive_eos(E, cfg, m):
+    """The recorded preconditioned sharpness equals the dense float64 eigenvalues of
+    D^1/2 H D^1/2 at a recorded step, with D rebuilt from the Adam state of a rerun."""
+    import optax
+
+    from landscape import train
+    from landscape.tree import ravel
+
+    R = cfg.num_steps // cfg.every
+    for name, r in m["runs"].items():
+        assert np.asarray(r["pre_sharpness"]).shape == (R, cfg.k)
+        assert np.isnan(r["pre_sharpness"][0, 0]) and np.all(np.isfinite(r["pre_sharpness"][1:]))
+        row = R // 2
+        step = int(r["steps"][row])
+        s = E.setting(cfg)
+        res = train.train(s.loss_fn, s.params, E.optimizer(cfg, r["eta"]), s.dataset,
+                          key=jax.random.key(cfg.seed + 1), num_steps=step)
+        adam = res.opt_state[0]
+        assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count) == step
+        with jax.enable_x64(True):
+            nu = np.asarray(ravel(adam.nu)[0], np.float64)
+            D = 1.0 / (np.sqrt(nu / (1 - cfg.b2 ** step)) + cfg.eps)
+            w0, unravel = ravel(jax.tree.map(lambda a: np.asarray(a, np.float64), res.params))
+            data = jax.tree.map(lambda a: np.asarray(a, np.float64)
+                                if np.issubdtype(np.asarray(a).dtype, np.floating) else a,
+                                s.dataset)
+            full = lambda w, s=s, unravel=unravel, data=data: s.loss_fn(unravel(w), data)
+            H = np.asarray(jax.hessian(full)(w0))
+        top = np.linalg.eigvalsh(np.sqrt(D)[:, None] * H * np.sqrt(D)[None, :])[::-1][:cfg.k]
+        np.testing.assert_allclose(r["pre_sharpness"][row], top, rtol=2e-3)
+        top_raw = np.linalg.eigvalsh(H)[::-1][:cfg.k]
+        np.testing.assert_allclose(r["raw_sharpness"][row], top_raw, rtol=2e-3)
+        thr = m["summary"][name]["threshold"]
+        assert thr == pytest.approx((2 + 2 * cfg.b1) / ((1 - cfg.b1) * r["eta"]))
+
+
 def _barrier_vs_training(E, cfg, m):
     np.testing.assert_array_equal(m["steps"], cfg.checkpoints)
     np.testing.assert_array_equal(m["spawn_steps"], cfg.spawn_steps)
@@ -198,6 +234,35 @@ def _last_gap_count(eigenvalues, threshold):
         if lam[count - 1] / max(lam[count], floor) >= threshold:
             return count
     return 0
+
+
+def _central_flow(E, cfg, m):
+    """Mechanics: shapes, a shared start, the held threshold, solver health, and the smoothed
+    iterate at step 0, (w_0 + w_1) / 2, at distance eta/2 ||grad L(w_0)|| from w_0."""
+    from landscape import dynamics
+    from landscape.tree import ravel
+
+    R = cfg.num_steps // cfg.record_every
+    for key in ("gd_sharpness", "cf_loss", "cf_predicted_loss", "gf_loss", "distance_cf",
+                "distance_gf", "cf_trace_X"):
+        assert np.asarray(m[key]).shape == (R,), key
+    assert np.asarray(m["cf_sharpness"]).shape == (R, cfg.k)
+    np.testing.assert_allclose(m["cf_loss"][0], m["gd_loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(m["gf_loss"][0], m["gd_loss"][0], rtol=1e-5)
+    assert np.all(np.asarray(m["cf_sdcp_status"]) == 0)
+    assert np.all(np.asarray(m["cf_trace_X"]) >= -1e-6)
+    s = m["summary"]
+    after = np.asarray(m["steps"]) > m["steps"][0]
+    assert np.all(np.asarray(m["cf_sharpness"])[after, 0] <= s["threshold"] * (1 + 1e-3))
+    st = E.setting(cfg)
+    _, g = dynamics.full_loss_and_grad(st.loss_fn, st.params, st.dataset)
+    np.testing.assert_allclose(m["distance_cf_raw"][0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(m["distance_cf"][0],
+                               0.5 * cfg.learning_rate * np.linalg.norm(ravel(g)[0]), rtol=1e-4)
+    x = np.asarray(m["gd_loss"], np.float64)
+    w = cfg.smooth_window
+    np.testing.assert_allclose(m["gd_loss_smoothed"][w // 2: -(w // 2)],
+                               np.convolve(x, np.ones(w) / w, mode="valid"), rtol=1e-10)
 
 
 def _edge_of_stability(E, cfg, m):
@@ -460,9 +525,11 @@ def _svm_rank(E, cfg, m):
 
 
 CHECKS = {
+    "adaptive_eos": _adaptive_eos,
     "barrier_vs_training": _barrier_vs_training,
     "barrier_vs_width": _barrier_vs_width,
     "baselines": _baselines,
+    "central_flow": _central_flow,
     "edge_of_stability": _edge_of_stability,
     "gd_vs_flow": _gd_vs_flow,
     "hessian_outliers": _hessian_outliers,
