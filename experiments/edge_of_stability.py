@@ -41,7 +41,7 @@ class Config:
     width: int = 32
     depth: int = 2
     num_steps: int = 3000
-    mse_learning_rates: tuple[float, ...] = (0.1, 0.25, 0.5)
+    mse_learning_rates: tuple[float, ...] = (0.1, 0.15, 0.2)
     ce_learning_rates: tuple[float, ...] = (0.5, 1.0, 2.0)
     k: int = 1
     every: int = 1
