@@ -35,14 +35,14 @@ from landscape.tree import ravel
 
 @dataclass(frozen=True)
 class Config:
-    """Default: MNIST-1D, 1000 examples, tanh MLP 40-32-32-10, square loss, eta 0.25."""
+    """Default: MNIST-1D, 1000 examples, tanh MLP 40-32-32-10, square loss, eta 0.2."""
 
     seed: int = 0
     dataset: str = "mnist1d"
     num_examples: int = 1000
     width: int = 32
     depth: int = 2
-    learning_rate: float = 0.25
+    learning_rate: float = 0.2
     num_steps: int = 2000
     record_every: int = 10
     dt: float = 0.5
