@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from landscape import spectral
-from landscape.linop import MatrixOperator
+from landscape.linop import MatrixOperator, as_operator
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, tridiagonal
 
 X64 = bool(jax.config.jax_enable_x64)
@@ -293,6 +293,43 @@ def test_warm_start_reuses_previous_eigenvectors(problem):
     for r in (cold, warm):
         np.testing.assert_allclose(np.asarray(r.eigenvalues), truth, atol=RTOL * 100)
     assert int(warm.num_steps) < int(cold.num_steps)
+
+
+def test_a_reused_floor_saves_its_three_products(problem):
+    """``measured_floor=`` from an earlier result skips the measurement: the same pairs, the
+    same floor, three fewer products; bad values are rejected by name."""
+    _, _, op = problem
+    first = spectral.eigsh(op, k=3, key=jax.random.key(0))
+    again = spectral.eigsh(op, k=3, key=jax.random.key(0), measured_floor=first.measured_floor)
+    np.testing.assert_array_equal(np.asarray(again.eigenvalues), np.asarray(first.eigenvalues))
+    assert float(again.measured_floor) == float(first.measured_floor)
+    assert int(again.num_matvecs) == int(first.num_matvecs) - 3
+    # the defect sees a product that is not linear (an error growing with ||v||); ||A|| = 100
+    c = jnp.ones(op.dim, DTYPE) / op.dim ** 0.5
+    bent = as_operator(lambda v: op.matvec(v) + 1e-3 * jnp.linalg.norm(v) * c, dim=op.dim,
+                       dtype=op.dtype)
+    exact = float(spectral.linearity_defect(op, jax.random.key(1)))
+    skewed = float(spectral.linearity_defect(bent, jax.random.key(1)))
+    assert exact < 1e-5 < 1e-4 < skewed, (exact, skewed)
+    for bad in (-1.0, jnp.ones(2)):
+        with pytest.raises(ValueError, match="measured_floor"):
+            spectral.eigsh(op, k=1, key=jax.random.key(0), measured_floor=bad)
+
+
+@pytest.mark.parametrize("size", [3, 8, 9, 16, 17, 33, 64, 65, 100, 101])
+def test_ritz_on_the_smallest_block_equals_the_full_tridiagonal(size):
+    """The Ritz check solves the smallest static block holding the active part of ``T``; it
+    must give what the full ``m x m`` solve gives, for sizes inside and at every block edge."""
+    from landscape.spectral.lanczos import _ritz_dense, ritz
+
+    rng = np.random.default_rng(size)
+    m = 101
+    alpha = jnp.asarray(rng.standard_normal(m), DTYPE)
+    beta = jnp.asarray(np.abs(rng.standard_normal(m)) + 0.1, DTYPE)
+    got = jax.jit(lambda s: ritz(alpha, beta, s, 3, "LA", with_norm=True))(size)
+    want = _ritz_dense(alpha, beta, size, 3, "LA", True)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=RTOL, atol=RTOL)
 
 
 def test_eigsh_is_jittable_with_operator_argument(problem):
