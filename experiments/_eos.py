@@ -31,11 +31,21 @@ class Setting(NamedTuple):
 
 
 DATASETS = ("digits", "mnist1d")
+MODELS = ("mlp", "cnn")
 
 
 def setting(*, seed: int, num_examples: int, width: int, depth: int, loss: str,
-            activation: str = "tanh", dataset: str = "digits") -> Setting:
-    """Build the setting in the default float dtype (float64 under x64)."""
+            activation: str = "tanh", dataset: str = "digits", model: str = "mlp") -> Setting:
+    """Build the setting in the default float dtype (float64 under x64).
+
+    ``model="mlp"``: ``MLP(features, width, depth, 10)``; ``model="cnn"`` (MNIST-1D only):
+    ``CNN1D(width=width, num_layers=depth)`` (channels ``width * 2^i``, kernel 5, average
+    pooling), with the same activation.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}; got {model!r}")
+    if model == "cnn" and dataset != "mnist1d":
+        raise ValueError("model='cnn' is the 1D CNN of MNIST-1D; use dataset='mnist1d'")
     from landscape import data, losses, models, validate
     from landscape.nnx import functional
 
@@ -55,8 +65,11 @@ def setting(*, seed: int, num_examples: int, width: int, depth: int, loss: str,
     x = train["x"][:num_examples].astype(dtype)
     x = x - jnp.mean(x, axis=0)
     labels = train["y"][:num_examples]
-    model = models.MLP(x.shape[1], width, depth, 10, activation=activation, key=k_init)
-    fm = functional(model, mode="eval")
+    if model == "mlp":
+        net = models.MLP(x.shape[1], width, depth, 10, activation=activation, key=k_init)
+    else:
+        net = models.CNN1D(10, width=width, num_layers=depth, activation=activation, key=k_init)
+    fm = functional(net, mode="eval")
     if loss == "mse":
         dataset = {"x": x, "y": jax.nn.one_hot(labels, 10, dtype=dtype)}
         out_loss = losses.mse

@@ -2,9 +2,11 @@
 
 Full-batch GD (``optax.sgd``) trains the shared small setting (``experiments._eos``: a tanh MLP
 on a fixed subset of MNIST-1D) with the square loss and with cross-entropy, at three step sizes
-each. The sharpness ``S_t = lambda_max(H(w_t))`` of the full training loss is tracked at every
-step by :func:`landscape.dynamics.sharpness_probe` (warm-started Lanczos with residual
-certificates); the training loss of every step is recorded too.
+each, and a small tanh 1D CNN with the square loss at two step sizes. The sharpness
+``S_t = lambda_max(H(w_t))`` of the full training loss is tracked at every step (every
+``cnn_every`` steps for the CNN, whose products cost more) by
+:func:`landscape.dynamics.sharpness_probe` (warm-started Lanczos with residual certificates);
+the training loss of every step is recorded too.
 
 Expected (Cohen et al. 2021, "Gradient descent on neural networks typically occurs at the edge of
 stability"): the sharpness rises (progressive sharpening) until it reaches ``2 / eta``, then
@@ -43,6 +45,11 @@ class Config:
     num_steps: int = 3000
     mse_learning_rates: tuple[float, ...] = (0.1, 0.15, 0.2)
     ce_learning_rates: tuple[float, ...] = (0.5, 1.0, 2.0)
+    cnn_learning_rates: tuple[float, ...] = (0.3, 0.4)
+    cnn_width: int = 8
+    cnn_layers: int = 2
+    cnn_num_steps: int = 2000
+    cnn_every: int = 2
     k: int = 1
     every: int = 1
     num_checks: int = 4
@@ -51,36 +58,42 @@ class Config:
     @classmethod
     def smoke(cls) -> Config:
         return cls(num_examples=100, width=6, depth=1, num_steps=60,
-                   mse_learning_rates=(0.5,), ce_learning_rates=(2.0,), k=2, num_checks=2)
+                   mse_learning_rates=(0.5,), ce_learning_rates=(2.0,), k=2, num_checks=2,
+                   cnn_learning_rates=(0.5,), cnn_width=2, cnn_layers=1, cnn_num_steps=20)
 
     def __post_init__(self):
         check_fields(self, positive=("num_examples", "width", "depth", "num_steps",
                                      "mse_learning_rates", "ce_learning_rates", "k", "every",
-                                     "num_checks"),
+                                     "num_checks", "cnn_learning_rates", "cnn_width",
+                                     "cnn_layers", "cnn_num_steps", "cnn_every"),
                      unit=("tail_fraction",), choices={"dataset": _eos.DATASETS})
-        if self.num_steps % self.every:
-            raise ValueError(f"config key 'num_steps' must be a multiple of every "
-                             f"({self.every}); got {self.num_steps}")
+        for steps, every in (("num_steps", "every"), ("cnn_num_steps", "cnn_every")):
+            if getattr(self, steps) % getattr(self, every):
+                raise ValueError(f"config key '{steps}' must be a multiple of {every} "
+                                 f"({getattr(self, every)}); got {getattr(self, steps)}")
 
 
 def _loss_probe():
     return train.probe(lambda ctx, s: (ctx.loss, s), every=1)
 
 
-def run_one(config: Config, loss: str, eta: float) -> dict:
+def run_one(config: Config, loss: str, eta: float, model: str = "mlp") -> dict:
     """One GD run: per-step loss, tracked sharpness, products, and params at the check steps."""
     c = config
-    s = _eos.setting(seed=c.seed, num_examples=c.num_examples, width=c.width, depth=c.depth,
-                     loss=loss, dataset=c.dataset)
+    mlp = model == "mlp"
+    s = _eos.setting(seed=c.seed, num_examples=c.num_examples,
+                     width=c.width if mlp else c.cnn_width, depth=c.depth if mlp else c.cnn_layers,
+                     loss=loss, dataset=c.dataset, model=model)
+    num_steps, every = (c.num_steps, c.every) if mlp else (c.cnn_num_steps, c.cnn_every)
     # params are recorded only at the check steps (multiples of check_every): a record of every
     # step would carry a (steps, num_params) buffer through the compiled loop
-    check_every = max(c.num_steps // c.num_checks // c.every, 1) * c.every
-    probes = {"S": dynamics.sharpness_probe(s.loss_fn, s.dataset, k=c.k, every=c.every),
+    check_every = max(num_steps // c.num_checks // every, 1) * every
+    probes = {"S": dynamics.sharpness_probe(s.loss_fn, s.dataset, k=c.k, every=every),
               "loss": _loss_probe(),
               "params": train.probe(lambda ctx, st: (ravel(ctx.params)[0], st),
                                     every=check_every)}
     res = train.train(s.loss_fn, s.params, optax.sgd(eta), s.dataset,
-                      key=jax.random.key(c.seed + 1), num_steps=c.num_steps, probes=probes)
+                      key=jax.random.key(c.seed + 1), num_steps=num_steps, probes=probes)
     tr = res.trace["S"]
     return {"steps": res.trace_steps["S"], "sharpness": tr["eigenvalues"],
             "residuals": tr["residuals"], "num_matvecs": tr["num_matvecs"],
@@ -115,11 +128,12 @@ def _summary(config: Config, runs: dict) -> dict:
 
 def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
-    plan = [("mse", eta) for eta in config.mse_learning_rates] + \
-           [("cross_entropy", eta) for eta in config.ce_learning_rates]
+    plan = [("mlp", "mse", eta) for eta in config.mse_learning_rates] + \
+           [("mlp", "cross_entropy", eta) for eta in config.ce_learning_rates] + \
+           [("cnn", "mse", eta) for eta in config.cnn_learning_rates]
     runs = {}
-    for loss, eta in ctx.progress(plan, desc="runs"):
-        name = f"{loss}_{eta:g}"
-        r = ctx.stage(name, lambda loss=loss, eta=eta: run_one(config, loss, eta))
-        runs[name] = {**r, "loss_kind": loss, "eta": float(eta)}
+    for model, loss, eta in ctx.progress(plan, desc="runs"):
+        name = f"{loss}_{eta:g}" if model == "mlp" else f"cnn_{loss}_{eta:g}"
+        r = ctx.stage(name, lambda m=model, loss=loss, eta=eta: run_one(config, loss, eta, m))
+        runs[name] = {**r, "loss_kind": loss, "eta": float(eta), "model": model}
     return {"runs": runs, "summary": _summary(config, runs)}

@@ -1,8 +1,8 @@
 """Figure: progressive sharpening and the edge of stability under full-batch GD.
 
-Rows: square loss, cross-entropy. (a, c) sharpness ``lambda_max(H)`` at every step, one colour
-per step size, with ``2 / eta`` dashed in the same colour; (b, d) the full-batch training loss
-(log scale).
+Rows: square loss, cross-entropy (the MLP), square loss (the CNN). Left: sharpness
+``lambda_max(H)`` at every recorded step, one colour per step size, with ``2 / eta`` dashed in
+the same colour; right: the full-batch training loss (log scale).
 """
 
 from __future__ import annotations
@@ -25,11 +25,18 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     res = results["edge_of_stability"]
     cfg = res.config
     m: Metrics = res.metrics
-    kinds = [k for k in _TITLES if any(r["loss_kind"] == k for r in m["runs"].values())]
-    fig, axes = plotting.figure(nrows=len(kinds), ncols=2, width=3.4, height=2.5)
-    axes = np.asarray(axes).reshape(len(kinds), 2)
-    for row, kind in enumerate(kinds):
-        runs = [(n, r) for n, r in m["runs"].items() if r["loss_kind"] == kind]
+    rows = [(kind, "mlp") for kind in _TITLES
+            if any(r["loss_kind"] == kind and r.get("model", "mlp") == "mlp"
+                   for r in m["runs"].values())]
+    if any(r.get("model", "mlp") == "cnn" for r in m["runs"].values()):
+        rows.append(("mse", "cnn"))
+    fig, axes = plotting.figure(nrows=len(rows), ncols=2, width=3.4, height=2.5)
+    axes = np.asarray(axes).reshape(len(rows), 2)
+    for row, (kind, model) in enumerate(rows):
+        runs = [(n, r) for n, r in m["runs"].items()
+                if r["loss_kind"] == kind and r.get("model", "mlp") == model]
+        title = _TITLES[kind] if model == "mlp" else (
+            f"CNN (width {cfg['cnn_width']}, {cfg['cnn_layers']} layers), {_TITLES[kind]}")
         ax_s, ax_l = axes[row]
         top = 0.0
         for j, (name, r) in enumerate(sorted(runs, key=lambda nr: nr[1]["eta"])):
@@ -47,12 +54,12 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
         ax_s.set_ylim(0, 1.15 * top)
         ax_s.set_xlabel("GD step")
         ax_s.set_ylabel(r"sharpness $\lambda_{\max}(H)$")
-        ax_s.set_title(f"{_TITLES[kind]}: sharpness (dashed: 2/$\\eta$)")
+        ax_s.set_title(f"{title}: sharpness (dashed: 2/$\\eta$)", fontsize=7)
         ax_s.legend(fontsize=6, loc="lower right")
         ax_l.set_yscale("log")
         ax_l.set_xlabel("GD step")
         ax_l.set_ylabel("training loss")
-        ax_l.set_title(f"{_TITLES[kind]}: full-batch loss")
+        ax_l.set_title(f"{title}: full-batch loss", fontsize=7)
         ax_l.legend(fontsize=6)
     fig.suptitle(f"{cfg['dataset']} ({cfg['num_examples']} examples), tanh MLP width "
                  f"{cfg['width']} depth {cfg['depth']}, full-batch GD", fontsize=8)

@@ -270,13 +270,19 @@ def _edge_of_stability(E, cfg, m):
     from experiments import _eos
     from landscape.tree import ravel
 
-    R = cfg.num_steps // cfg.every
+    assert sorted(r["model"] for r in m["runs"].values()) == sorted(
+        ["mlp"] * (len(cfg.mse_learning_rates) + len(cfg.ce_learning_rates))
+        + ["cnn"] * len(cfg.cnn_learning_rates))
     for name, r in m["runs"].items():
-        assert np.asarray(r["sharpness"]).shape == (R, cfg.k)
-        assert np.asarray(r["loss"]).shape == (cfg.num_steps,)
+        mlp = r["model"] == "mlp"
+        steps, every = (cfg.num_steps, cfg.every) if mlp else (cfg.cnn_num_steps, cfg.cnn_every)
+        assert np.asarray(r["sharpness"]).shape == (steps // every, cfg.k)
+        assert np.asarray(r["loss"]).shape == (steps,)
         with jax.enable_x64(True):
-            s = _eos.setting(seed=cfg.seed, num_examples=cfg.num_examples, width=cfg.width,
-                             depth=cfg.depth, loss=r["loss_kind"], dataset=cfg.dataset)
+            s = _eos.setting(seed=cfg.seed, num_examples=cfg.num_examples,
+                             width=cfg.width if mlp else cfg.cnn_width,
+                             depth=cfg.depth if mlp else cfg.cnn_layers, loss=r["loss_kind"],
+                             dataset=cfg.dataset, model=r["model"])
             _, unravel = ravel(s.params)
             full = lambda w, s=s, unravel=unravel: s.loss_fn(unravel(w), s.dataset)
             for step, w in zip(r["check_steps"], r["check_params"]):

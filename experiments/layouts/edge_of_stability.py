@@ -1,4 +1,5 @@
-"""Metric layout of ``edge_of_stability``: one entry per run, named ``LOSS_ETA``."""
+"""Metric layout of ``edge_of_stability``: one entry per run, named ``LOSS_ETA`` (MLP) or
+``cnn_LOSS_ETA``."""
 
 from typing import TypedDict
 
@@ -17,6 +18,7 @@ class Run(TypedDict):
     num_params: int
     loss_kind: str  #: "mse" or "cross_entropy"
     eta: float
+    model: str  #: "mlp" or "cnn"
 
 
 class RunSummary(TypedDict):
