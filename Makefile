@@ -54,6 +54,7 @@ bench: $(VENV)/.compare-installed
 	$(PY) benchmarks/curvature_vs_peers.py
 	$(PY) benchmarks/connectivity_vs_numpy.py
 	$(PY) benchmarks/conv_impl.py
+	$(PY) benchmarks/sharpness_tracking.py
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
