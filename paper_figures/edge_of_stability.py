@@ -35,8 +35,8 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     for row, (kind, model) in enumerate(rows):
         runs = [(n, r) for n, r in m["runs"].items()
                 if r["loss_kind"] == kind and r.get("model", "mlp") == model]
-        title = _TITLES[kind] if model == "mlp" else (
-            f"CNN (width {cfg['cnn_width']}, {cfg['cnn_layers']} layers), {_TITLES[kind]}")
+        title = f"MLP, {_TITLES[kind]}" if model == "mlp" else (
+            f"CNN ({cfg['cnn_width']} ch, {cfg['cnn_layers']} layers), {_TITLES[kind]}")
         ax_s, ax_l = axes[row]
         top = 0.0
         for j, (name, r) in enumerate(sorted(runs, key=lambda nr: nr[1]["eta"])):
@@ -53,15 +53,15 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
                       label=f"$\\eta$={r['eta']:g}")
         ax_s.set_ylim(0, 1.15 * top)
         ax_s.set_xlabel("GD step")
-        ax_s.set_ylabel(r"sharpness $\lambda_{\max}(H)$")
-        ax_s.set_title(f"{title}: sharpness (dashed: 2/$\\eta$)", fontsize=7)
+        ax_s.set_ylabel(r"$\lambda_{\max}(H)$ (dashed: 2/$\eta$)")
+        ax_s.set_title(f"{title}: sharpness", fontsize=7)
         ax_s.legend(fontsize=6, loc="lower right")
         ax_l.set_yscale("log")
         ax_l.set_xlabel("GD step")
         ax_l.set_ylabel("training loss")
         ax_l.set_title(f"{title}: full-batch loss", fontsize=7)
         ax_l.legend(fontsize=6)
-    fig.suptitle(f"{cfg['dataset']} ({cfg['num_examples']} examples), tanh MLP width "
-                 f"{cfg['width']} depth {cfg['depth']}, full-batch GD", fontsize=8)
+    fig.suptitle(f"{cfg['dataset']} ({cfg['num_examples']} examples), full-batch GD; tanh MLP "
+                 f"width {cfg['width']} depth {cfg['depth']}; tanh 1D CNN", fontsize=8)
     plotting.label_panels(axes.ravel())
     return plotting.save(fig, out_dir, "edge_of_stability")
