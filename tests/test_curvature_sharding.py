@@ -72,9 +72,10 @@ for n, layout in ((24, "device_put"), (23, "shard_dataset")):
         path = lambda d: connectivity.interpolate(lf, params, other, d, num_points=3,
                                                   batch_size=7).losses
         out[f"{tag}/interpolate"] = rel(path(data), path(sharded))
-        top = lambda d: dynamics.sharpness(lf, params, d, key=jax.random.key(5), k=2,
-                                           batch_size=5).eigenvalues
-        out[f"{tag}/sharpness"] = rel(top(data), top(sharded))
+        if layout == "shard_dataset" and kind == "mse":  # one case: each compiles a Lanczos
+            top = lambda d: dynamics.sharpness(lf, params, d, key=jax.random.key(5), k=2,
+                                               batch_size=5).eigenvalues
+            out[f"{tag}/sharpness"] = rel(top(data), top(sharded))
 print("RESULT" + json.dumps(out))
 """
 
@@ -92,7 +93,7 @@ def test_sharded_dataset_matches_single_device():
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT")][-1]
     diffs = json.loads(line[len("RESULT") :])
-    assert len(diffs) == 2 * 2 * 7
+    assert len(diffs) == 2 * 2 * 6 + 1
     tol = 1e-12 if jax.config.jax_enable_x64 else 1e-5
     # eigenvalues converge to eigsh's tolerance (1e-9 / 1e-5 relative) from either operator
     tol_eig = 1e-9 if jax.config.jax_enable_x64 else 1e-4

@@ -11,6 +11,9 @@
 * ``central_flow`` (GD), ``rmsprop_central_flow``, ``scalar_rmsprop_central_flow``: the
   time-averaged dynamics at the edge of stability (Cohen, Damian, Talwalkar, Kolter, Lee 2025),
   with the oscillation covariance from ``solve_psd_complementarity`` inside ``jit``.
+* ``per_example_grads``, ``gradient_statistics`` (variance, m-coherence, noise scale, SNR, the
+  norm / inner-product / orthogonality batch-size tests), ``mlp_per_example_norms`` and
+  ``gradient_probe``: per-example gradient statistics with memory bounded by a chunk size.
 
 >>> r = dynamics.sharpness(loss_fn, params, data, key=key, k=1)   # r.eigenvalues[0]
 >>> res = train.train(loss_fn, params, optax.sgd(eta), data, key=key, num_steps=1000,
@@ -38,6 +41,18 @@ from landscape.dynamics.flow import (
     gradient_flow,
     params_probe,
 )
+from landscape.dynamics.gradient_stats import (
+    INNER_PRODUCT_THETA,
+    NORM_TEST_ETA,
+    ORTHOGONALITY_NU,
+    BatchSizeTest,
+    GradientStatistics,
+    gradient_probe,
+    gradient_statistics,
+    mlp_per_example_norms,
+    per_example_grads,
+    per_example_norms,
+)
 from landscape.dynamics.preconditioned import (
     RULES,
     preconditioned_operator,
@@ -54,6 +69,16 @@ from landscape.dynamics.sharpness import (
 from landscape.dynamics.thresholds import THRESHOLD_RULES, stability_threshold
 
 __all__ = [
+    "INNER_PRODUCT_THETA",
+    "NORM_TEST_ETA",
+    "ORTHOGONALITY_NU",
+    "BatchSizeTest",
+    "GradientStatistics",
+    "gradient_probe",
+    "gradient_statistics",
+    "mlp_per_example_norms",
+    "per_example_grads",
+    "per_example_norms",
     "CentralFlowResult",
     "ComplementarityResult",
     "central_flow",
