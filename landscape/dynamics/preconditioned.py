@@ -27,12 +27,12 @@ from optax's defaults for the alias.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax._src.transform import ScaleByRmsWithCountState
 
 from landscape import spectral, validate
 from landscape import tree as T
@@ -49,12 +49,18 @@ RULES: dict[str, dict] = {
     "sgd": {},
 }
 
-_STATES = {
-    "adam": (optax.ScaleByAdamState,),
-    "adamw": (optax.ScaleByAdamState,),
-    "rmsprop": (optax.ScaleByRmsState, ScaleByRmsWithCountState),
-    "adagrad": (optax.ScaleByRssState,),
-}
+@functools.cache
+def _rms_with_count():
+    """The state type of ``optax.scale_by_rms(bias_correction=True)`` (not exported by optax),
+    found from its public constructor without touching a device."""
+    return type(jax.eval_shape(optax.scale_by_rms(bias_correction=True).init, jnp.zeros(())))
+
+
+def _states(rule: str) -> tuple:
+    if rule == "rmsprop":
+        return (optax.ScaleByRmsState, _rms_with_count())
+    return {"adam": (optax.ScaleByAdamState,), "adamw": (optax.ScaleByAdamState,),
+            "adagrad": (optax.ScaleByRssState,)}[rule]
 
 
 def _find(opt_state, types):
@@ -124,9 +130,9 @@ def preconditioner(opt_state, params, rule: str = "adam", args: Mapping | None =
                          f"unknown {sorted(unknown)}")
     if rule == "sgd":
         return jax.tree.map(jnp.ones_like, params)
-    state, injected = _find(opt_state, _STATES[rule])
+    state, injected = _find(opt_state, _states(rule))
     if state is None:
-        raise ValueError(f"opt_state has no {' or '.join(t.__name__ for t in _STATES[rule])} "
+        raise ValueError(f"opt_state has no {' or '.join(t.__name__ for t in _states(rule))} "
                          f"for the {rule!r} preconditioner; found {_state_types(opt_state)}")
     h = {**RULES[rule], **{k: v for k, v in {**injected, **dict(hyperparams or {})}.items()
                            if k in RULES[rule]}, **args}
@@ -137,7 +143,7 @@ def preconditioner(opt_state, params, rule: str = "adam", args: Mapping | None =
                             state.nu)
     if rule == "rmsprop":
         nu = state.nu
-        if isinstance(state, ScaleByRmsWithCountState):
+        if isinstance(state, _rms_with_count()):
             corr = 1 - jnp.asarray(h["decay"], jnp.result_type(float)) ** state.count
             nu = jax.tree.map(lambda n: n / corr, nu)
         if h["eps_in_sqrt"]:
@@ -200,7 +206,7 @@ def preconditioned_sharpness(loss_fn: Callable, params, dataset, opt_state, *, k
     if diagonal is None:
         scale = preconditioner(opt_state, params, rule, args)
         if rule in ("adam", "adamw"):
-            st, _ = _find(opt_state, _STATES[rule])
+            st, _ = _find(opt_state, _states(rule))
             if validate.is_concrete(st.count) and int(st.count) == 0:
                 raise ValueError("opt_state has count 0: the optimizer has not taken a step, "
                                  "so it has no preconditioner yet")
