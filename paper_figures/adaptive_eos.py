@@ -40,10 +40,9 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
                      label=f"$\\eta$={r['eta']:g}")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("Adam step")
-    axes[0].set_ylabel(r"$\lambda_{\max}(P^{-1}H)$")
     axes[0].set_title("preconditioned sharpness", fontsize=8)
-    axes[0].text(0.02, 0.97, f"dashed: (2+2$\\beta_1$)/((1-$\\beta_1$)$\\eta$), "
-                 f"$\\beta_1$={cfg['b1']:g}", transform=axes[0].transAxes, fontsize=6, va="top")
+    axes[0].set_ylabel(r"$\lambda_{\max}(P^{-1}H)$ (dashed: (2+2$\beta_1$)/((1-$\beta_1$)$\eta$))",
+                       fontsize=7)
     axes[0].legend(fontsize=6, loc="lower right")
     axes[1].set_xlabel("Adam step")
     axes[1].set_ylabel(r"$\lambda_{\max}(H)$")
