@@ -30,7 +30,6 @@ from experiments import _eos
 from experiments.layouts.edge_of_stability import Metrics
 from landscape import dynamics, train
 from landscape.experiment import RunContext, check_fields
-from landscape.tree import ravel
 
 
 @dataclass(frozen=True)
@@ -90,8 +89,7 @@ def run_one(config: Config, loss: str, eta: float, model: str = "mlp") -> dict:
     check_every = max(num_steps // c.num_checks // every, 1) * every
     probes = {"S": dynamics.sharpness_probe(s.loss_fn, s.dataset, k=c.k, every=every),
               "loss": _loss_probe(),
-              "params": train.probe(lambda ctx, st: (ravel(ctx.params)[0], st),
-                                    every=check_every)}
+              "params": dynamics.params_probe(every=check_every)}
     res = train.train(s.loss_fn, s.params, optax.sgd(eta), s.dataset,
                       key=jax.random.key(c.seed + 1), num_steps=num_steps, probes=probes)
     tr = res.trace["S"]
