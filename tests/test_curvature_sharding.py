@@ -4,9 +4,8 @@ The device count is fixed when JAX starts, so the check runs in a subprocess wit
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``. Two layouts: 24 examples placed with
 ``NamedSharding(mesh, P("data"))`` (no padding), and 23 examples through
 ``parallel.shard_dataset``, which pads to 24 with a zero-weight copy of the last example. Every
-dataset consumer (curvature products, the dataset mean, an interpolation path, the sharpness)
-must give the
-exact mean over the real examples: the one-device reference is computed on the unpadded data,
+dataset consumer (curvature products, the dataset mean, an interpolation path, the sharpness,
+the per-example gradient statistics, compared element by element) must give the exact mean over the real examples: the one-device reference is computed on the unpadded data,
 and results must match to ``1e-5`` (float32) / ``1e-12`` (float64) relative, since only the
 summation order differs. Including the padding row would be off by far more (the padded
 row carries 1/24 of the weight).
@@ -76,6 +75,14 @@ for n, layout in ((24, "device_put"), (23, "shard_dataset")):
             top = lambda d: dynamics.sharpness(lf, params, d, key=jax.random.key(5), k=2,
                                                batch_size=5).eigenvalues
             out[f"{tag}/sharpness"] = rel(top(data), top(sharded))
+        if kind == "mse":  # per-example statistics: the same on 1 and 4 devices
+            def stats(d):
+                st = dynamics.gradient_statistics(lf, params, d, chunk_size=5)
+                return jnp.concatenate([st.norms, jnp.stack([
+                    st.total_variance, st.coherence, st.noise_scale,
+                    st.inner_product_test.statistic, st.orthogonality_test.statistic])])
+            a, b = np.asarray(stats(data)), np.asarray(stats(sharded))
+            out[f"{tag}/gradient_statistics"] = float(np.max(np.abs(a - b) / np.abs(a)))
 print("RESULT" + json.dumps(out))
 """
 
@@ -93,7 +100,7 @@ def test_sharded_dataset_matches_single_device():
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT")][-1]
     diffs = json.loads(line[len("RESULT") :])
-    assert len(diffs) == 2 * 2 * 6 + 1
+    assert len(diffs) == 2 * 2 * 6 + 1 + 2
     tol = 1e-12 if jax.config.jax_enable_x64 else 1e-5
     # eigenvalues converge to eigsh's tolerance (1e-9 / 1e-5 relative) from either operator
     tol_eig = 1e-9 if jax.config.jax_enable_x64 else 1e-4
