@@ -6,7 +6,8 @@ callbacks, checkpoint/resume and the probe trace).
 
 **Steps.** Step ``t`` draws its batch with :func:`batch_at` from ``(key, t)``, evaluates
 ``loss, grads = value_and_grad(loss_fn)(params, batch)``, and applies
-``optimizer.update(grads, opt_state, params)`` with ``optax.apply_updates``. Steps run inside
+``optimizer.update(grads, opt_state, params)`` with ``optax.apply_updates`` (``value_and_grad=``
+replaces the gradient, e.g. by a robust aggregate of per-example gradients). Steps run inside
 ``lax.fori_loop`` in one ``jax.jit`` whose trip count is a traced value, so compile time does
 not grow with the number of steps, and chunks of any length share one compilation.
 
@@ -102,6 +103,9 @@ class ProbeContext(NamedTuple):
       loss: the loss of step ``t``, ``loss_fn(params, batch)``: the value whose gradient the
         update of step ``t`` applies (so a probe with ``every=1`` recording it gives the
         per-step training losses without a second forward pass).
+      grads: the gradient of ``loss`` with respect to ``params`` that step ``t`` computed (a
+        pytree like params), so a probe can use the step's gradient without a second backward
+        pass; ``None`` when ``train``'s ``value_and_grad`` replaces the gradient.
     """
 
     step: jax.Array
@@ -113,6 +117,7 @@ class ProbeContext(NamedTuple):
     data: Any
     hyperparams: Any
     loss: Any = None
+    grads: Any = None
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["data"],
@@ -217,6 +222,7 @@ class _Spec(NamedTuple):
     probe_names: tuple[str, ...]
     rows: tuple[int, ...]  # record rows per probe per chunk
     batch_fn: Callable | None = None  # custom data order (run_steps)
+    value_and_grad: Callable | None = None  # custom gradient of a stateless loss
 
 
 def _sample(spec: _Spec, dataset, step, key):
@@ -256,6 +262,9 @@ def _value_and_grad(spec: _Spec, st: TrainState, batch, drop_key):
         (loss, new_ms), grads = jax.value_and_grad(spec.loss_fn, has_aux=True)(
             st.params, batch, st.model_state, k)
         return loss, grads, new_ms
+    if spec.value_and_grad is not None:
+        loss, grads = spec.value_and_grad(st.params, batch)
+        return loss, grads, st.model_state
     loss, grads = jax.value_and_grad(spec.loss_fn)(st.params, batch)
     return loss, grads, st.model_state
 
@@ -270,11 +279,13 @@ def _record_shapes(spec: _Spec, probes, probe_states, state, dataset, key, hyper
                               batch)
     else:
         loss = jax.eval_shape(lambda b: spec.loss_fn(state.params, b), batch)
+    grads = None if spec.value_and_grad is not None else jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct(jnp.shape(p), jnp.result_type(p)), state.params)
     out = {}
     for name in spec.probe_names:
         pr = probes[name]
         ctx = ProbeContext(state.step, state.params, state.opt_state, state.model_state, batch,
-                           key, pr.data, hyperparams, loss)
+                           key, pr.data, hyperparams, loss, grads)
         out[name] = jax.eval_shape(pr.fn, ctx, probe_states[name])[0]
     return out
 
@@ -296,7 +307,9 @@ def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, pr
         loss, grads, new_ms = _value_and_grad(spec, st, batch, drop_key)
         pstates, bufs = dict(pstates), dict(bufs)
         for name in spec.probe_names:
-            pstates[name], bufs[name] = _run_probe(probes[name], st, batch, loss, probe_key,
+            step_grads = None if spec.value_and_grad is not None else grads
+            pstates[name], bufs[name] = _run_probe(probes[name], st, batch, loss, step_grads,
+                                                   probe_key,
                                                    hyperparams, pstates[name], bufs[name])
         updates, opt_state = opt.update(grads, st.opt_state, st.params)
         params = optax.apply_updates(st.params, updates)
@@ -310,13 +323,15 @@ def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, pr
     return jax.lax.fori_loop(0, length, body, (state, total, probe_states, buffers))
 
 
-def _run_probe(pr: Probe, st: TrainState, batch, loss, probe_key, hyperparams, pstate, buf):
+def _run_probe(pr: Probe, st: TrainState, batch, loss, grads, probe_key, hyperparams, pstate,
+               buf):
     records, steps, count = buf
 
     def fire(args):
         pstate, records, steps, count = args
         ctx = ProbeContext(st.step, st.params, st.opt_state, st.model_state, batch,
-                           jax.random.fold_in(probe_key, st.step), pr.data, hyperparams, loss)
+                           jax.random.fold_in(probe_key, st.step), pr.data, hyperparams, loss,
+                           grads)
         rec, pstate = pr.fn(ctx, pstate)
         records = jax.tree.map(lambda r, x: r.at[count].set(jnp.asarray(x, r.dtype)), records, rec)
         return pstate, records, steps.at[count].set(st.step), count + 1
@@ -334,7 +349,8 @@ def _compiled_chunk(spec, state, probe_states, total, dataset, key, hyperparams,
 def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
               hyperparams: Mapping | None = None, batch_size: int | None = None,
               probes: Mapping[str, Probe] | None = None, probe_states=None,
-              max_records: int | None = None, batch_fn: Callable | None = None):
+              max_records: int | None = None, batch_fn: Callable | None = None,
+              value_and_grad: Callable | None = None):
     """Run ``num_steps`` steps from ``state``: the pure primitive under :func:`train`.
 
     Traceable end to end: ``num_steps`` and ``hyperparams`` may be traced, so the function can
@@ -352,12 +368,14 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
       batch_fn: ``batch_fn(dataset, step, key) -> batch``, a custom data order in place of
         :func:`batch_at` (``batch_size`` must then be None); ``step`` is the traced index of
         the step and ``key`` the run's data key.
+      value_and_grad: as in :func:`train`.
 
     Returns:
       ``(state, mean_loss, trace, trace_steps, probe_states)``; each probe's records fill the
       first ``ceil(num_steps / every)`` rows of its buffer (the rest are zeros).
     """
     probes = dict(probes or {})
+    _check_value_and_grad(value_and_grad, state.model_state is not None)
     if batch_fn is not None and (batch_size is not None or not callable(batch_fn)):
         raise ValueError("batch_fn must be a callable batch_fn(dataset, step, key), and "
                          "batch_size None (batch_fn replaces the default data order)")
@@ -371,7 +389,7 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
     names = tuple(sorted(probes))
     rows = tuple(-(-int(max_records) // probes[n].every) + 1 for n in names) if probes else ()
     spec = _Spec(loss_fn, optimizer, batch_size, state.model_state is not None, names, rows,
-                 batch_fn)
+                 batch_fn, value_and_grad)
     total = jnp.zeros((), jnp.result_type(float))
     state, total, probe_states, bufs = _loop(spec, state, probe_states, total, dataset, key,
                                              dict(hyperparams or {}), probes, num_steps)
@@ -404,6 +422,7 @@ def train(
     progress: bool | None = None,
     desc: str = "train",
     chunk_seconds: float = 1.0,
+    value_and_grad: Callable | None = None,
 ) -> TrainResult:
     """Train ``params`` with ``optimizer`` for ``num_steps`` steps on ``dataset``.
 
@@ -429,6 +448,11 @@ def train(
       progress: show a tqdm bar (default: only in a terminal, never under CI).
       chunk_seconds: target wall time of one compiled chunk between progress updates (chunks
         are sized from the measured step time; results do not depend on it).
+      value_and_grad: ``value_and_grad(params, batch) -> (loss, grads)`` used by the steps in
+        place of ``jax.value_and_grad(loss_fn)`` (stateless losses only), e.g.
+        ``landscape.dynamics.robust_value_and_grad(loss_fn, "winsorize", c=2)`` for robust
+        aggregates of per-example gradients. ``loss_fn`` still serves the probes and the input
+        checks; ``grads`` must have the structure, shapes and dtypes of ``params``.
 
     Returns:
       ``TrainResult``.
@@ -443,6 +467,8 @@ def train(
     probes = _check_probes(probes)
     hyperparams = _check_hyperparams(optimizer, hyperparams)
     _check_loss(loss_fn, params, dataset, model_state, batch_size, key)
+    _check_value_and_grad(value_and_grad, model_state is not None, params, dataset, batch_size,
+                          n)
     grid = _grid(num_steps, callback_every, checkpoint_every)
 
     state = init_state(params, optimizer, model_state, hyperparams)
@@ -450,7 +476,8 @@ def train(
     probe_states = {nm: _probe_init(probes[nm], params) for nm in names}
     cap = _chunk_cap(num_steps)
     rows = tuple(-(-cap // probes[nm].every) + 1 for nm in names)
-    spec = _Spec(loss_fn, optimizer, batch_size, model_state is not None, names, rows)
+    spec = _Spec(loss_fn, optimizer, batch_size, model_state is not None, names, rows, None,
+                 value_and_grad)
     run = functools.partial(_compiled_chunk, spec)
     shapes = _record_shapes(spec, probes, probe_states, state, dataset, key, hyperparams)
     trace = _Trace(names, shapes)
@@ -494,6 +521,33 @@ def train(
     records, steps = trace.arrays()
     return TrainResult(state.params, state.model_state, state.opt_state, hist, start, records,
                        steps, probe_states)
+
+
+def _check_value_and_grad(value_and_grad, stateful, params=None, dataset=None,
+                          batch_size=None, n=None):
+    """Reject a ``value_and_grad`` that is not callable, given with a stateful loss, or (when
+    ``params`` is given) whose gradient does not match ``params``."""
+    if value_and_grad is None:
+        return
+    if not callable(value_and_grad):
+        raise TypeError(f"value_and_grad must be callable value_and_grad(params, batch) -> "
+                        f"(loss, grads); got {type(value_and_grad).__name__}")
+    if stateful:
+        raise ValueError("value_and_grad is for stateless losses loss_fn(params, batch); this "
+                         "run has a model_state")
+    if params is None:
+        return
+    b = n if batch_size is None else batch_size
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct((b,) + a.shape[1:], a.dtype), dataset)
+    out = jax.eval_shape(value_and_grad, params, batch)
+    if not (isinstance(out, tuple) and len(out) == 2 and jnp.shape(out[0]) == ()):
+        raise ValueError("value_and_grad(params, batch) must return (scalar loss, grads)")
+    want = jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), params)
+    got = jax.tree.map(lambda a: (a.shape, a.dtype), out[1])
+    if jax.tree.structure(want) != jax.tree.structure(got) or jax.tree.leaves(want) != \
+            jax.tree.leaves(got):
+        raise ValueError("value_and_grad(params, batch) must return gradients with the "
+                         "structure, shapes and dtypes of params")
 
 
 class _Grid(NamedTuple):

@@ -5,10 +5,11 @@ The device count is fixed when JAX starts, so the check runs in a subprocess wit
 ``NamedSharding(mesh, P("data"))`` (no padding), and 23 examples through
 ``parallel.shard_dataset``, which pads to 24 with a zero-weight copy of the last example. Every
 dataset consumer (curvature products, the dataset mean, an interpolation path, the sharpness,
-the per-example gradient statistics, compared element by element) must give the exact mean over the real examples: the one-device reference is computed on the unpadded data,
-and results must match to ``1e-5`` (float32) / ``1e-12`` (float64) relative, since only the
-summation order differs. Including the padding row would be off by far more (the padded
-row carries 1/24 of the weight).
+the per-example gradient statistics, compared element by element) must give the exact mean
+over the real examples: the one-device reference is computed on the unpadded data, and results
+must match to ``1e-5`` (float32) / ``1e-12`` (float64) relative, since only the summation order
+differs. Including the padding row would be off by far more (the padded row carries 1/24 of
+the weight).
 """
 
 from __future__ import annotations

@@ -312,3 +312,70 @@ def test_bad_inputs_raise_naming_the_argument():
         gs.gradient_probe(_model_loss, kind="everything")
     with pytest.raises(ValueError, match="chunk_size"):
         gs.gradient_probe(_model_loss, chunk_size=-1)
+
+
+def _mlp_setting(n=9, seed=3):
+    model = MLP(5, 6, 2, 3, activation="tanh", rngs=nnx.Rngs(seed))
+    loss, params, _ = lnnx.loss_fn(model, "cross_entropy")
+    kx, ky = jax.random.split(jax.random.key(seed))
+    data = {"x": jax.random.normal(kx, (n, 5)),
+            "y": jax.random.randint(ky, (n,), 0, 3)}
+    norms = lambda p, b: gs.mlp_per_example_norms(p, b, activation=jnp.tanh, chunk_size=4)
+    return loss, params, data, norms
+
+
+def test_cheap_probe_from_per_example_norms_matches_the_materialised_path():
+    loss, params, data, norms = _mlp_setting()
+    subset = jax.tree.map(lambda x: x[:6], data)
+    probes = {"slow": gs.gradient_probe(loss, subset, chunk_size=4),
+              "fast": gs.gradient_probe(loss, subset, norms_fn=norms),
+              # on the step's batch: the fast path takes G from the step's own gradient
+              "slow_step": gs.gradient_probe(loss, chunk_size=4),
+              "fast_step": gs.gradient_probe(loss, norms_fn=norms)}
+    res = train.train(loss, params, optax.sgd(0.5), data, key=jax.random.key(0), num_steps=3,
+                      batch_size=5, probes=probes)
+    for s, f in (("slow", "fast"), ("slow_step", "fast_step")):
+        slow, fast = res.trace[s], res.trace[f]
+        assert set(fast) == set(slow)
+        for name in ("norm_mean", "norm_max", "grad_norm", "coherence"):
+            _close(fast[name], np.asarray(slow[name], np.float64), rtol=1e-9 if X64 else 1e-5)
+        # tr(Sigma) = (sum ||g_i||^2 - n ||G||^2) / (n - 1) cancels mildly here (B_simple 1-10)
+        _close(fast["noise_scale"], np.asarray(slow["noise_scale"], np.float64),
+               rtol=1e-8 if X64 else 1e-4)
+        for name in ("distance_from_init", "update_size"):
+            np.testing.assert_array_equal(fast[name], slow[name])
+    # on a batch given as the step's batch, against the explicit per-example loop
+    rec = _call_probe(gs.gradient_probe(loss, norms_fn=norms), res.params, data)
+    ref = _reference(_loop_grads(loss, res.params, data))
+    _close(rec["noise_scale"], ref["noise_scale"], rtol=1e-8 if X64 else 1e-4)
+    _close(rec["coherence"], ref["coherence"])
+    _close(rec["norm_max"], ref["norms"].max())
+    _close(rec["grad_norm"], np.linalg.norm(ref["mean"]))
+
+
+def _call_probe(pr, params, batch):
+    """The probe's record at ``params`` with ``batch`` as the step's batch (jitted)."""
+
+    @jax.jit
+    def call(params, batch):
+        ctx = train.ProbeContext(step=jnp.zeros((), jnp.int32), params=params, opt_state=None,
+                                 model_state=None, batch=batch, key=jax.random.key(0),
+                                 data=None, hyperparams={})
+        return pr.fn(ctx, pr.init(params, None))[0]
+
+    return call(params, batch)
+
+
+def test_cheap_probe_from_norms_on_identical_examples_and_bad_norms_fn():
+    loss, params, data, norms = _mlp_setting()
+    same = jax.tree.map(lambda x: jnp.repeat(x[:1], 6, axis=0), data)
+    rec = _call_probe(gs.gradient_probe(loss, norms_fn=norms), params, same)
+    eps = float(jnp.finfo(jnp.result_type(float)).eps)
+    _close(rec["coherence"], 6.0, rtol=1e-9 if X64 else 1e-5)
+    assert 0 <= float(rec["noise_scale"]) <= 50 * eps  # clamped at 0, cancellation ~ eps
+    with pytest.raises(ValueError, match="norms_fn"):
+        gs.gradient_probe(loss, kind="full", norms_fn=norms)
+    with pytest.raises(TypeError, match="norms_fn"):
+        gs.gradient_probe(loss, norms_fn="mlp")
+    with pytest.raises(ValueError, match="norms_fn"):
+        _call_probe(gs.gradient_probe(loss, norms_fn=lambda p, b: jnp.ones(3)), params, same)

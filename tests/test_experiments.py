@@ -530,20 +530,350 @@ def _svm_rank(E, cfg, m):
         assert row["max_violation"] <= 1e-6
 
 
+def _batch_size_tests(E, cfg, m):
+    """Smoke-metric checks of ``batch_size_tests`` (for ``tests/test_experiments.py``'s CHECKS)."""
+    import optax
+
+    from landscape import dynamics, train
+
+    steps = np.arange(0, cfg.num_steps, cfg.record_every)
+    np.testing.assert_array_equal(m["steps"], steps)
+    keys = ("norm_test_batch_size", "inner_product_batch_size", "orthogonality_batch_size",
+            "noise_scale", "grad_norm", "total_variance", "coherence", "loss")
+    for key in keys:
+        x = np.asarray(m[key])
+        assert x.shape == steps.shape and np.all(np.isfinite(x)) and np.all(x >= 0), key
+    # the norm test's request is B_simple / eta^2 (eta = 0.5); B_simple = tr(Sigma) / ||G||^2
+    np.testing.assert_allclose(m["norm_test_batch_size"], m["noise_scale"] / 0.25, rtol=1e-6)
+    np.testing.assert_allclose(m["noise_scale"], m["total_variance"] / m["grad_norm"] ** 2,
+                               rtol=1e-4)
+    # m-coherence lies in [0, n] for n probe examples
+    assert np.all(np.asarray(m["coherence"]) <= cfg.probe_size * (1 + 1e-6))
+    s = m["summary"]
+    for key, t in s["tests"].items():
+        q = max(len(steps) // 4, 1)
+        assert t["first_quarter"] == np.float64(np.mean(m[key][:q])).item() or np.isclose(
+            t["first_quarter"], np.mean(m[key][:q]), rtol=1e-12), key
+        assert np.isclose(t["growth"], t["last_quarter"] / t["first_quarter"]), key
+        assert -1 <= t["spearman_step"] <= 1, key
+    assert s["tests"]["norm_test_batch_size"]["fraction_passed"] == float(
+        np.mean(cfg.batch_size >= np.asarray(m["norm_test_batch_size"])))
+    # recompute one record by an independent route: train to steps[r] without probes, then
+    # gradient_statistics on the probe set, and the loss by hand
+    st, probe_set = E.setting(cfg)
+    r = 2
+    res = train.train(st.loss_fn, st.params, optax.sgd(cfg.learning_rate), st.dataset,
+                      key=jax.random.key(cfg.seed), num_steps=int(steps[r]),
+                      batch_size=cfg.batch_size, progress=False)
+    g = dynamics.gradient_statistics(st.loss_fn, res.params, probe_set)
+    np.testing.assert_allclose(m["noise_scale"][r], float(g.noise_scale), rtol=1e-3)
+    np.testing.assert_allclose(m["inner_product_batch_size"][r],
+                               float(g.inner_product_test.batch_size), rtol=1e-3)
+    np.testing.assert_allclose(m["orthogonality_batch_size"][r],
+                               float(g.orthogonality_test.batch_size), rtol=1e-3)
+    np.testing.assert_allclose(m["loss"][r], float(st.loss_fn(res.params, probe_set)),
+                               rtol=1e-4)
+
+
+def _coherence(E, cfg, m):
+    """Smoke-metric checks of ``coherence``: layout from the config, the summary from the runs,
+    the recorded coherence at step 0 from an explicit per-example loop, the plain run reproduced
+    by the robust loop with the mean, and the first winsorised record from a NumPy sort."""
+    import jax.numpy as jnp
+
+    from landscape import train
+    from landscape.tree import ravel
+
+    steps = np.arange(0, cfg.num_steps + 1, cfg.record_every)
+    np.testing.assert_array_equal(m["steps"], steps)
+    assert m["kinds"] == ["plain", "winsorize", "median_of_means"]
+    keys = {f"{d}/{lb}" for d in cfg.datasets for lb in ("real", "random")}
+    assert set(m["runs"]) == keys
+    for key, run in m["runs"].items():
+        coh = np.asarray(run["coherence"])
+        assert coh.shape == steps.shape and np.all((coh > 0) & (coh <= cfg.probe_size)), key
+        for name, size in (("train_accuracy", cfg.num_train), ("test_accuracy", cfg.num_test)):
+            acc = np.asarray(run[name])
+            assert acc.shape == (3, len(steps)) and np.all((acc >= 0) & (acc <= 1)), key
+            np.testing.assert_allclose(acc * size, np.round(acc * size), atol=1e-3)
+        ratio = np.asarray(run["norm_ratio"])
+        assert ratio.shape == (3, len(steps)) and np.all(ratio[0] == 1) and np.all(ratio > 0)
+        loss = np.asarray(run["train_loss"])
+        assert loss.shape == (3, len(steps)) and np.all(np.isfinite(loss) & (loss > 0))
+        # record 0 is the same initial point for every kind of gradient
+        np.testing.assert_allclose(loss[:, 0], loss[0, 0], rtol=1e-5)
+    early = steps <= cfg.early_steps
+    at = np.searchsorted(steps, cfg.report_steps)
+    for d in cfg.datasets:
+        s = m["summary"][d]
+        real, rand = (np.mean(m["runs"][f"{d}/{lb}"]["coherence"][early])
+                      for lb in ("real", "random"))
+        assert s["early_coherence_real"] == pytest.approx(real)
+        assert s["early_coherence_ratio"] == pytest.approx(real / rand)
+        for i, kind in enumerate(m["kinds"]):
+            np.testing.assert_allclose(s["train_accuracy_random"][kind],
+                                       m["runs"][f"{d}/random"]["train_accuracy"][i][at])
+    d = cfg.datasets[0]
+    st = E.setting(cfg, d)
+    # coherence at step 0: n ||mean g||^2 / mean ||g||^2 over the probe set, per-example loop
+    data = st.train["real"]
+    grad = jax.jit(jax.grad(st.loss_fn))
+    rows = np.stack([np.asarray(ravel(grad(st.params, {k: v[i:i + 1] for k, v in data.items()}))
+                                [0], np.float64) for i in range(cfg.probe_size)])
+    want = cfg.probe_size * np.sum(rows.mean(0) ** 2) / np.mean(np.sum(rows ** 2, axis=1))
+    assert m["runs"][f"{d}/real"]["coherence"][0] == pytest.approx(want, rel=1e-4)
+    # the robust loop with the plain mean reproduces the run of landscape.train.train
+    mean_run = E.run_robust(cfg, st, "random", "mean")
+    np.testing.assert_allclose(mean_run["train_loss"], m["runs"][f"{d}/random"]["train_loss"][0],
+                               rtol=1e-3)
+    # the first record_every winsorised steps by hand: sort each coordinate, clip, average
+    pe = jax.jit(jax.vmap(lambda p, ex: jax.grad(st.loss_fn)(p, jax.tree.map(lambda x: x[None],
+                                                                             ex)),
+                          in_axes=(None, 0)))
+    params, data = st.params, st.train["random"]
+    key = jax.random.split(jax.random.key(cfg.seed))[0]
+    n, c = cfg.batch_size, cfg.c
+
+    def wins(x):
+        x = np.asarray(x, np.float64)
+        srt = np.sort(x, axis=0)
+        return np.clip(x, srt[c], srt[n - 1 - c]).mean(axis=0)
+
+    for t in range(cfg.record_every):
+        g = pe(params, train.batch_at(data, t, key, cfg.batch_size))
+        if t == 0:  # the recorded norm ratio of the winsorised gradient at step 0
+            w = np.concatenate([wins(x).ravel() for x in jax.tree.leaves(g)])
+            mean = np.concatenate([np.asarray(x, np.float64).mean(0).ravel()
+                                   for x in jax.tree.leaves(g)])
+            assert m["runs"][f"{d}/random"]["norm_ratio"][1][0] == pytest.approx(
+                np.linalg.norm(w) / np.linalg.norm(mean), rel=1e-4)
+        params = jax.tree.map(lambda p, x: p - cfg.learning_rate * jnp.asarray(wins(x), p.dtype),
+                              params, g)
+    direct = float(st.loss_fn(params, data))
+    assert m["runs"][f"{d}/random"]["train_loss"][1][1] == pytest.approx(direct, rel=1e-4)
+
+
+def _data_diet(E, cfg, m):
+    """Smoke-metric checks of ``data_diet``: shapes from the config, the shared unpruned run,
+    the summary from the per-seed values, and EL2N/GraNd at initialisation recomputed by an
+    independent route (softmax in float64 NumPy; ``jax.grad`` of single examples)."""
+    import jax.numpy as jnp
+    from scipy.stats import rankdata
+
+    from landscape.tree import ravel
+
+    n, F, S = cfg.num_train, len(cfg.fractions), cfg.train_seeds
+    assert m["fractions"] == list(cfg.fractions) and m["methods"] == list(cfg.methods)
+    assert m["num_kept"] == [n - round(f * n) for f in cfg.fractions]
+    j0 = cfg.fractions.index(0.0)
+    for key in ("test_accuracy", "train_accuracy"):
+        assert set(m[key]) == set(cfg.methods)
+        for method, acc in m[key].items():
+            acc = np.asarray(acc)
+            assert acc.shape == (F, S) and _in_unit_interval(acc), (key, method)
+            # the unpruned run is one run shared by every method
+            np.testing.assert_array_equal(acc[j0], np.asarray(m[key][cfg.methods[0]])[j0])
+    for acc in m["test_accuracy"].values():  # whole test examples correct
+        np.testing.assert_allclose(np.asarray(acc) * cfg.num_test,
+                                   np.round(np.asarray(acc) * cfg.num_test), atol=1e-6)
+    s = m["summary"]
+    for method in cfg.methods:
+        mean = np.asarray(m["test_accuracy"][method]).mean(axis=1)
+        np.testing.assert_allclose(s["mean_accuracy"][method], mean, rtol=1e-12)
+        np.testing.assert_allclose(s["drop"][method], s["full_accuracy"] - mean, rtol=1e-12,
+                                   atol=1e-15)
+    assert s["full_accuracy"] == pytest.approx(np.mean(m["test_accuracy"][cfg.methods[0]][j0]))
+    np.testing.assert_allclose(s["el2n_minus_random"], np.asarray(s["mean_accuracy"]["el2n"])
+                               - np.asarray(s["mean_accuracy"]["random"]), atol=1e-15)
+    net = m["score_networks"]
+    assert net["num_steps"] == cfg.score_epochs * (n // cfg.batch_size)
+    assert len(net["train_accuracy"]) == len(net["test_accuracy"]) == cfg.score_seeds
+    sc = {k: np.asarray(v) for k, v in m["scores"].items()}
+    assert all(v.shape == (n,) and _finite(v) and np.all(v >= 0) for v in sc.values())
+    assert all(np.all(sc[k] <= np.sqrt(2) + 1e-6) for k in ("el2n", "el2n_init"))
+    for name, rho in s["spearman"].items():
+        ranks = np.corrcoef(rankdata(sc["el2n"]), rankdata(sc[name]))[0, 1]
+        assert rho == pytest.approx(ranks, abs=1e-9), name
+    # EL2N and GraNd at initialisation, recomputed from the score networks' initial params
+    st = E._Setting(cfg)
+    inits = [st.init(E._keys(cfg, 1, seed)[0]) for seed in range(cfg.score_seeds)]
+    x, y = st.train["x"], np.asarray(st.train["y"])
+    el2n = np.zeros(n)
+    for p in inits:
+        z = np.asarray(st.apply(p, x), np.float64)
+        prob = np.exp(z - z.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        el2n += np.linalg.norm(prob - np.eye(z.shape[1])[y], axis=1) / len(inits)
+    rtol = 1e-9 if jax.config.jax_enable_x64 else 1e-4
+    np.testing.assert_allclose(sc["el2n_init"], el2n, rtol=rtol, atol=rtol)
+    grad = jax.jit(jax.grad(st.loss_fn))
+    for i in (0, n // 2, n - 1):
+        one = {"x": x[i:i + 1], "y": jnp.asarray(y[i:i + 1])}
+        norms = [np.linalg.norm(np.asarray(ravel(grad(p, one))[0], np.float64)) for p in inits]
+        assert sc["grand_init"][i] == pytest.approx(np.mean(norms), rel=10 * rtol), i
+
+
+def _large_batch(E, cfg, m):
+    """Smoke-metric checks of ``large_batch`` (for ``tests/test_experiments.py``'s CHECKS)."""
+    import jax.numpy as jnp
+    import optax
+    from jax.flatten_util import ravel_pytree
+
+    from landscape import train
+    from landscape.nnx import functional
+
+    s = m["summary"]
+    n, T = s["num_train"], s["num_updates"]
+    assert n == (cfg.num_train or E.DIGITS_TRAIN) and T == cfg.epochs * (n // cfg.small_batch)
+    steps = np.arange(0, T, cfg.record_every)
+    np.testing.assert_array_equal(m["steps"], steps)
+    d = np.asarray(m["distance"])
+    assert d.shape == (cfg.num_seeds, len(cfg.batch_sizes), len(steps)) and np.all(np.isfinite(d))
+    assert np.all(d[..., 0] == 0) and np.all(d[..., 1:] > 0)  # record 0 is w_0 itself
+    # the a + b log t fit, recomputed with numpy over t >= fit_min_step
+    used = steps >= cfg.fit_min_step
+    assert m["fit"]["num_points"] == int(used.sum())
+    for i in range(cfg.num_seeds):
+        for j in range(len(cfg.batch_sizes)):
+            b, a = np.polyfit(np.log(steps[used]), d[i, j, used], 1)
+            r = d[i, j, used] - a - b * np.log(steps[used])
+            r2 = 1 - np.sum(r**2) / np.sum((d[i, j, used] - d[i, j, used].mean()) ** 2)
+            np.testing.assert_allclose([m["fit"]["slope"][i][j], m["fit"]["intercept"][i][j],
+                                        m["fit"]["r2"][i][j]], [b, a, r2], rtol=1e-4, atol=1e-5)
+            p = np.polyfit(np.log(steps[used]), np.log(d[i, j, used]), 1)[0]
+            np.testing.assert_allclose(m["fit"]["power_exponent"][i][j], p, rtol=1e-4)
+    # the plan of part (b): same epochs, sqrt scaling, same number of updates
+    V = list(m["variants"])
+    assert V == list(E.VARIANTS)
+    B, b, lr = cfg.large_batch, cfg.small_batch, cfg.learning_rate
+    same = cfg.epochs * (n // B)
+    assert m["variant_batch_size"] == [b] + [B] * 6
+    assert m["variant_num_steps"] == [T, same, same, same, T, T, T]
+    r = np.sqrt(B / b)
+    np.testing.assert_allclose(m["variant_learning_rate"], [lr, lr, lr * r, lr, lr, lr * r, lr * r])
+    assert m["variant_ghost"] == [False, False, False, True, False, False, True]
+    test, tr = np.asarray(m["test_accuracy"]), np.asarray(m["train_accuracy"])
+    assert test.shape == tr.shape == (len(V), cfg.num_seeds)
+    assert np.all((test >= 0) & (test <= 1)) and np.all((tr >= 0) & (tr <= 1))
+    # "small" and "+regime" are the sweep's runs at small_batch and large_batch
+    sweep = np.asarray(m["sweep_test_accuracy"])
+    np.testing.assert_array_equal(test[0], sweep[:, cfg.batch_sizes.index(b)])
+    np.testing.assert_array_equal(test[V.index("+regime")], sweep[:, cfg.batch_sizes.index(B)])
+    gap = test[0][None] - test[1:]
+    np.testing.assert_allclose(s["gap_mean"], gap.mean(axis=1), atol=1e-12)
+    if gap[0].mean() != 0:
+        assert s["gap_closed_fraction"] == pytest.approx(1 - gap[-1].mean() / gap[0].mean())
+    # recompute the +ghost_bn run's ||w_T - w_0|| with a hand-written loop: ghost-BN forward
+    # in train mode, optax SGD with momentum, the training loop's batch order
+    seed = cfg.seed
+    data, _ = E._data(cfg, seed)
+    fm = functional(E._model(cfg, seed, cfg.ghost_batch_size), mode="train")
+    opt = optax.sgd(lr, momentum=cfg.momentum or None)
+
+    @jax.jit
+    def step(params, state, opt_state, t):
+        data_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 2))[0]
+        batch = train.batch_at(data, t, data_key, B)
+
+        def lf(p):
+            logits, new = fm.apply_with_state(p, state, batch["x"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), new
+
+        grads, new_state = jax.grad(lf, has_aux=True)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_state, opt_state
+
+    params, state, opt_state = fm.params, fm.state, opt.init(fm.params)
+    for t in range(same):
+        params, state, opt_state = step(params, state, opt_state, jnp.int32(t))
+    w = ravel_pytree(params)[0] - ravel_pytree(fm.params)[0]
+    rtol = 1e-9 if jax.config.jax_enable_x64 else 1e-4
+    np.testing.assert_allclose(m["final_distance"][V.index("+ghost_bn")][0],
+                               float(jnp.linalg.norm(w)), rtol=rtol)
+
+
+def _opposing_signals(E, cfg, m):
+    """Shapes; the recorded per-example losses average to the loop's own step loss; group
+    losses at step 0 and the sharpness at step 0 recomputed directly (single-example loop,
+    dense Hessian); the spike rule, group rule and anti-phase correlations re-derived from the
+    stored curves."""
+    from landscape.tree import ravel
+
+    R, n, w = cfg.num_steps, cfg.num_examples, cfg.window
+    np.testing.assert_array_equal(m["steps"], np.arange(R))
+    np.testing.assert_array_equal(m["sharpness_steps"], np.arange(0, R, cfg.sharpness_every))
+    for key, shape in (("mean_loss", (R,)), ("train_loss", (R,)), ("group_losses", (2, R)),
+                       ("feature_group_losses", (2, R)), ("groups", (n,)), ("labels", (n,)),
+                       ("composition", (2, 10))):
+        assert np.asarray(m[key]).shape == shape, key
+    # the mean of the per-example losses is the full-batch loss the training loop evaluated
+    np.testing.assert_allclose(m["mean_loss"], m["train_loss"], rtol=1e-5)
+    st = E.setting(cfg)
+    y = E.labels(st)
+    np.testing.assert_array_equal(m["labels"], y)
+    x = np.asarray(st.dataset["x"], np.float64).reshape(n, -1)
+    np.testing.assert_allclose(m["feature"], np.linalg.norm(x, axis=1), rtol=1e-6)
+    groups, load = np.asarray(m["groups"]), np.asarray(m["loadings"])
+    s = m["summary"]
+    assert s["group_sizes"] == [int(np.sum(groups == 0)), int(np.sum(groups == 1))]
+    assert max(s["group_sizes"]) <= cfg.k
+    assert np.all(load[groups == 0] > 0) and np.all(load[groups == 1] < 0)
+    loss = jax.jit(st.loss_fn)
+    for j in range(2):
+        np.testing.assert_array_equal(m["composition"][j], np.bincount(y[groups == j],
+                                                                       minlength=10))
+        # a group's loss at step 0 is the (mean) loss of the group's examples as one batch
+        members = np.flatnonzero(groups == j)
+        if members.size:
+            sub = jax.tree.map(lambda a, i=members: a[i], st.dataset)
+            np.testing.assert_allclose(m["group_losses"][j][0], loss(st.params, sub),
+                                       rtol=1e-5)
+    # spikes: peaks are window maxima at least (1 + min_rise) times the start
+    mean = np.asarray(m["mean_loss"])
+    spikes = np.asarray(m["spike_steps"]).reshape(-1, 2)
+    assert s["num_spikes"] == len(spikes) == len(m["anti_phase"]) == len(m["spike_rise"])
+    for (a, p), rise in zip(spikes, m["spike_rise"]):
+        assert p - w <= a < p and mean[p] == mean[max(p - w, 0):p + w + 1].max()
+        assert mean[p] >= (1 + cfg.min_rise) * mean[a]
+        np.testing.assert_allclose(rise, mean[p] - mean[a], rtol=1e-12)
+    # anti-phase: the change of a group's mean loss is the mean of its members' changes
+    for key, gl in (("anti_phase", m["group_losses"]),
+                    ("feature_anti_phase", m["feature_group_losses"])):
+        d = np.diff(np.asarray(gl), axis=1)
+        for (_, p), c in zip(spikes, m[key]):
+            lo, hi = max(p - w, 0), min(p + w, R - 1)
+            if np.all(np.isfinite(d[:, lo:hi])) and hi - lo > 1:
+                np.testing.assert_allclose(c, np.corrcoef(d[0, lo:hi], d[1, lo:hi])[0, 1],
+                                           rtol=1e-6, atol=1e-9)
+    assert s["threshold"] == pytest.approx(2 / cfg.learning_rate)
+    # the first sharpness record is lambda_max of the dense Hessian at the initial params
+    with jax.enable_x64(True):
+        w0, unravel = ravel(jax.tree.map(lambda a: np.asarray(a, np.float64), st.params))
+        data = {"x": np.asarray(st.dataset["x"], np.float64),
+                "y": np.asarray(st.dataset["y"], np.float64)}
+        H = np.asarray(jax.jit(jax.hessian(lambda v: st.loss_fn(unravel(v), data)))(w0))
+    np.testing.assert_allclose(m["sharpness"][0], np.linalg.eigvalsh(H)[-1], rtol=1e-3)
+
+
 CHECKS = {
     "adaptive_eos": _adaptive_eos,
     "barrier_vs_training": _barrier_vs_training,
     "barrier_vs_width": _barrier_vs_width,
     "baselines": _baselines,
+    "batch_size_tests": _batch_size_tests,
     "central_flow": _central_flow,
+    "coherence": _coherence,
+    "data_diet": _data_diet,
     "edge_of_stability": _edge_of_stability,
     "gd_vs_flow": _gd_vs_flow,
     "hessian_outliers": _hessian_outliers,
     "hessian_spectrum": _hessian_spectrum,
     "icl_as_gd": _icl_as_gd,
+    "large_batch": _large_batch,
     "implicit_bias_logistic": _implicit_bias_logistic,
     "matching_anatomy": _matching_anatomy,
     "merging": _merging,
+    "opposing_signals": _opposing_signals,
     "surfaces": _surfaces,
     "svm_convergence": _svm_convergence,
     "svm_local": _svm_local,
@@ -630,6 +960,7 @@ ZERO_ALLOWED = {
     "barrier_vs_training": {"checkpoints", "spawn_steps"},
     "barrier_vs_width": {"ste_max_width"},
     "baselines": {"mlp_depth"},
+    "coherence": {"c", "early_steps"},  # c = 0: the plain mean; early_steps = 0: step 0 only
     "hessian_outliers": {"depth", "num_extra", "dense_check_max_dim", "extra_seeds"},
     "hessian_spectrum": {"mlp_depth", "dense_check_max_dim"},
 }

@@ -197,6 +197,39 @@ def test_probes_record_what_a_hand_written_loop_sees():
     np.testing.assert_allclose(rec["norm"], expect_norm, rtol=1e-5, atol=1e-7)
 
 
+def test_probe_sees_the_step_gradient_unless_value_and_grad_replaces_it():
+    """``ctx.grads`` is the gradient the step computed (the minibatch gradient of ``ctx.loss``
+    at ``ctx.params``, checked against ``jax.grad`` on the same batch); with
+    ``value_and_grad=`` the probe gets ``None`` and the step applies the given gradient."""
+    loss_fn, params, ds = _problem()
+
+    def fn(ctx, state):
+        return {"g": ctx.grads, "p": ctx.params, "b": ctx.batch}, state
+
+    res = train.train(loss_fn, params, optax.sgd(0.05), ds, key=jax.random.key(1), num_steps=7,
+                      batch_size=8, probes={"g": train.probe(fn, every=3)})
+    rec = res.trace["g"]
+    for i in range(3):  # steps 0, 3, 6
+        at = lambda t, i=i: jax.tree.map(lambda a: a[i], t)  # noqa: E731
+        assert not np.array_equal(at(rec["b"])["x"], np.asarray(ds["x"][:8]))  # a minibatch
+        chex.assert_trees_all_close(at(rec["g"]), jax.grad(loss_fn)(at(rec["p"]), at(rec["b"])),
+                                    rtol=1e-6, atol=1e-6)
+
+    seen = []
+
+    def none_fn(ctx, state):
+        seen.append(ctx.grads)
+        return jnp.zeros(()), state
+
+    half = lambda p, b: (loss_fn(p, b), jax.tree.map(lambda g: 0.5 * g,  # noqa: E731
+                                                      jax.grad(loss_fn)(p, b)))
+    a = train.train(loss_fn, params, optax.sgd(0.05), ds, key=jax.random.key(1), num_steps=4,
+                    probes={"n": train.probe(none_fn, every=2)}, value_and_grad=half)
+    assert seen and all(g is None for g in seen)
+    b = train.train(loss_fn, params, optax.sgd(0.025), ds, key=jax.random.key(1), num_steps=4)
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-6)
+
+
 def test_probe_trace_survives_resume(tmp_path):
     loss_fn, params, ds = _problem()
     kw = dict(key=jax.random.key(4), batch_size=8, checkpoint_every=4,

@@ -14,6 +14,11 @@
 * ``per_example_grads``, ``gradient_statistics`` (variance, m-coherence, noise scale, SNR, the
   norm / inner-product / orthogonality batch-size tests), ``mlp_per_example_norms`` and
   ``gradient_probe``: per-example gradient statistics with memory bounded by a chunk size.
+* ``robust_aggregation`` / ``robust_value_and_grad``: winsorised and median-of-means gradients
+  (Chatterjee & Zielinski 2022); ``opposing_signals``: examples whose losses move against each
+  other around loss spikes (Rosenfeld & Risteski 2024); ``weight_distance`` /
+  ``fit_log_growth``: ``||w_t - w_0||`` per layer against ``a + b log t`` (Hoffer et al. 2017);
+  ``el2n_scores`` / ``grand_scores`` / ``prune_indices``: data-pruning scores (Paul et al. 2021).
 
 >>> r = dynamics.sharpness(loss_fn, params, data, key=key, k=1)   # r.eigenvalues[0]
 >>> res = train.train(loss_fn, params, optax.sgd(eta), data, key=key, num_steps=1000,
@@ -29,6 +34,14 @@ from landscape.dynamics.central_flow import (
     scalar_rmsprop_central_flow,
 )
 from landscape.dynamics.complementarity import ComplementarityResult, solve_psd_complementarity
+from landscape.dynamics.distance import (
+    LogFit,
+    WeightDistance,
+    distance_probe,
+    fit_log_growth,
+    layer_name,
+    weight_distance,
+)
 from landscape.dynamics.flow import (
     FlowNotFinished,
     GDFlowComparison,
@@ -53,11 +66,36 @@ from landscape.dynamics.gradient_stats import (
     per_example_grads,
     per_example_norms,
 )
+from landscape.dynamics.opposing import (
+    OpposingSignals,
+    anti_phase,
+    feature_groups,
+    group_composition,
+    group_losses,
+    loss_spikes,
+    opposing_signals,
+    per_example_loss_probe,
+    per_example_losses,
+)
 from landscape.dynamics.preconditioned import (
     RULES,
     preconditioned_operator,
     preconditioned_sharpness,
     preconditioner,
+)
+from landscape.dynamics.pruning import (
+    el2n_scores,
+    grand_scores,
+    num_kept,
+    prune_indices,
+    random_indices,
+)
+from landscape.dynamics.robust import (
+    AGGREGATIONS,
+    median_of_means,
+    robust_aggregation,
+    robust_value_and_grad,
+    winsorized_mean,
 )
 from landscape.dynamics.sharpness import (
     SharpnessState,
@@ -107,4 +145,29 @@ __all__ = [
     "sharpness",
     "sharpness_probe",
     "stability_threshold",
+    "LogFit",
+    "WeightDistance",
+    "distance_probe",
+    "fit_log_growth",
+    "layer_name",
+    "weight_distance",
+    "OpposingSignals",
+    "anti_phase",
+    "feature_groups",
+    "group_composition",
+    "group_losses",
+    "loss_spikes",
+    "opposing_signals",
+    "per_example_loss_probe",
+    "per_example_losses",
+    "el2n_scores",
+    "grand_scores",
+    "num_kept",
+    "prune_indices",
+    "random_indices",
+    "AGGREGATIONS",
+    "median_of_means",
+    "robust_aggregation",
+    "robust_value_and_grad",
+    "winsorized_mean",
 ]

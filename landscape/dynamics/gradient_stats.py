@@ -467,7 +467,8 @@ _KINDS = ("cheap", "full")
 
 def gradient_probe(loss_fn: Callable, dataset=None, *, every: int = 1, kind: str = "cheap",
                    chunk_size: int | None = None, eta: float = NORM_TEST_ETA,
-                   theta: float = INNER_PRODUCT_THETA, nu: float = ORTHOGONALITY_NU) -> Probe:
+                   theta: float = INNER_PRODUCT_THETA, nu: float = ORTHOGONALITY_NU,
+                   norms_fn: Callable | None = None) -> Probe:
     """A training probe recording gradient-noise statistics every ``every`` steps.
 
     On the step's batch (``ctx.batch``; the whole dataset for full-batch training) or on
@@ -486,6 +487,25 @@ def gradient_probe(loss_fn: Callable, dataset=None, *, every: int = 1, kind: str
       ``orthogonality_batch_size`` at tolerances ``eta``, ``theta``, ``nu``.
 
     The state carries ``w_0`` and the previous record's params (two params-sized copies).
+
+    **Fast cheap path** (``norms_fn``, ``kind="cheap"`` only): ``norms_fn(params, batch) -> (n,)``
+    per-example gradient norms ``||g_i||`` computed without per-example gradients, e.g.
+    ``functools.partial(mlp_per_example_norms, activation=jax.nn.relu)`` for an MLP. The
+    cheap set then needs only those norms and the mean gradient ``G`` (one ordinary
+    ``jax.grad`` of ``loss_fn`` over the batch, which must be the mean of the per-example
+    losses; on the step's batch of a stateless loss the probe takes the step's own gradient
+    ``ctx.grads`` instead, so the probe adds only the cost of ``norms_fn``): with
+    ``S = sum_i ||g_i||^2``,
+
+        sum_i ||g_i - G||^2 = S - n ||G||^2,   tr(Sigma) = max(S - n ||G||^2, 0) / (n - 1).
+
+    The subtraction cancels: with ``S`` and ``||G||^2`` each accurate to a few ``eps`` (the
+    dtype's epsilon), the relative error of ``tr(Sigma)`` (and of ``noise_scale``) is about
+    ``eps (1 + 1 / B_simple)``; it matters only when the examples' gradients nearly agree
+    (``B_simple`` far below 1, coherence near ``n``), where the default path, which
+    accumulates centred sums, stays accurate. ``norm_mean``, ``norm_max``, ``grad_norm`` and
+    ``coherence`` involve no cancellation. Memory is then whatever ``norms_fn`` needs (for
+    ``mlp_per_example_norms``, ``O(chunk * width)``), never ``n`` per-example gradients.
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable loss_fn(params, batch); got {type(loss_fn)}")
@@ -496,6 +516,13 @@ def gradient_probe(loss_fn: Callable, dataset=None, *, every: int = 1, kind: str
         batching.num_examples(dataset, "dataset")
     tols = tuple(validate.check_positive(v, name) for v, name in
                  ((eta, "eta"), (theta, "theta"), (nu, "nu")))
+    if norms_fn is not None:
+        if not callable(norms_fn):
+            raise TypeError(f"norms_fn must be callable norms_fn(params, batch) -> (n,) norms; "
+                            f"got {type(norms_fn).__name__}")
+        if kind != "cheap":
+            raise ValueError(f"norms_fn serves only kind='cheap' (the full set needs per-example "
+                             f"gradients); got kind={kind!r}")
 
     def init(params, data):
         return {"init": params, "prev": params}
@@ -506,6 +533,12 @@ def gradient_probe(loss_fn: Callable, dataset=None, *, every: int = 1, kind: str
         cc = n if c is None else min(c, n)
         if kind == "full":
             rec = _full_record(loss_fn, ctx.params, batch, n, cc, tols)
+        elif norms_fn is not None:
+            # the step's own gradient is G when the probe reads the step's batch of a stateless
+            # loss whose gradient the step computed (train's value_and_grad unset)
+            reuse = dataset is None and ctx.grads is not None and ctx.model_state is None
+            rec = _norms_record(loss_fn, norms_fn, ctx.params, _plain(batch, n), n,
+                                ctx.grads if reuse else None)
         else:
             mean, m2, sq, _ = _first_pass(loss_fn, ctx.params, _plain(batch, n), n, cc)
             rec = _cheap_record(mean, m2, sq, n)
@@ -522,6 +555,23 @@ def _cheap_record(mean, m2, sq, n):
     norms = jnp.sqrt(sq)
     return {"norm_mean": jnp.mean(norms), "norm_max": jnp.max(norms), "grad_norm": jnp.sqrt(G2),
             "coherence": _ratio(n * G2, jnp.mean(sq)), "noise_scale": _ratio(tr, G2)}
+
+
+def _norms_record(loss_fn, norms_fn, params, batch, n, mean=None):
+    """The cheap set from per-example norms and the mean gradient (``gradient_probe``'s
+    docstring: ``tr(Sigma) = (S - n ||G||^2) / (n - 1)``, clamped at 0)."""
+    norms = norms_fn(params, batch)
+    if jnp.shape(norms) != (n,):
+        raise ValueError(f"norms_fn(params, batch) must return the ({n},) per-example gradient "
+                         f"norms of the batch; got shape {jnp.shape(norms)}")
+    if mean is None:
+        mean = jax.grad(loss_fn)(params, batch)
+    G2 = T.tree_vdot(mean, mean)
+    norms = norms.astype(G2.dtype)
+    S = jnp.sum(jnp.square(norms))
+    tr = jnp.maximum(S - n * G2, 0) / max(n - 1, 1)
+    return {"norm_mean": jnp.mean(norms), "norm_max": jnp.max(norms), "grad_norm": jnp.sqrt(G2),
+            "coherence": _ratio(n * G2, S / n), "noise_scale": _ratio(tr, G2)}
 
 
 def _full_record(loss_fn, params, batch, n, c, tols):

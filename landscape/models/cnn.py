@@ -12,6 +12,7 @@ from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     activation_fn,
     apply_norm,
+    check_ghost_batch_size,
     check_input,
     check_norm,
     make_norm,
@@ -46,17 +47,19 @@ class _ConvNet(nnx.Module):
 
     def __init__(self, num_classes: int, *, in_channels: int, width: int, num_layers: int,
                  kernel_size: int, activation, norm, pool: str, param_dtype, rngs: nnx.Rngs,
-                 conv_impl: str = "auto"):
+                 conv_impl: str = "auto", ghost_batch_size: int | None = None):
         num_classes, in_channels, width, num_layers, kernel_size = (
             check_positive_int(value, arg) for value, arg in (
                 (num_classes, "num_classes"), (in_channels, "in_channels"), (width, "width"),
                 (num_layers, "num_layers"), (kernel_size, "kernel_size")))
         check_norm(norm)
+        ghost = check_ghost_batch_size(ghost_batch_size, norm)
         if pool not in ("avg", "max"):
             raise ValueError(f"{self.name}: pool must be 'avg' or 'max'; got {pool!r}")
         dtype = param_dtype_or_default(param_dtype)
         self.num_classes, self.in_channels, self.width = num_classes, in_channels, width
         self.num_layers, self.norm, self.pool = num_layers, norm, pool
+        self.ghost_batch_size = ghost
         self.activation = activation_fn(activation)
         channels = [in_channels] + [width * 2**i for i in range(num_layers)]
         kernel = (kernel_size,) * self.spatial_dims
@@ -68,7 +71,8 @@ class _ConvNet(nnx.Module):
             for i in range(num_layers)
         ])
         self.norms = nnx.List(
-            [make_norm(norm, c, param_dtype=dtype, rngs=rngs) for c in channels[1:]]
+            [make_norm(norm, c, param_dtype=dtype, rngs=rngs, ghost_batch_size=ghost)
+             for c in channels[1:]]
             if norm is not None else []
         )
         self.head = nnx.Linear(channels[-1], num_classes, param_dtype=dtype,
@@ -118,7 +122,9 @@ class CNN2D(_ConvNet):
     ``conv_impl``: ``"lax"`` (library convolution), ``"shift"`` (``ShiftConv``: the same
     function and parameters as shifted matrix products, 10-13x faster for curvature products and
     training loops on CPU; see ``landscape.models.conv``) or ``"auto"`` (default: ``"shift"``
-    on the CPU backend, ``"lax"`` otherwise).
+    on the CPU backend, ``"lax"`` otherwise). ``ghost_batch_size``: with ``norm="batch"``,
+    train-mode BatchNorm statistics over consecutive virtual batches of that many examples
+    (``landscape.models.layers.GhostBatchNorm``; Hoffer et al. 2017).
     """
 
     spatial_dims = 2
@@ -127,12 +133,13 @@ class CNN2D(_ConvNet):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, width: int = 16,
                  num_layers: int = 3, kernel_size: int = 3, activation="relu",
                  norm: str | None = None, pool: str = "avg", param_dtype=None,
-                 conv_impl: str = "auto", rngs: nnx.Rngs | None = None, key=None):
+                 conv_impl: str = "auto", ghost_batch_size: int | None = None,
+                 rngs: nnx.Rngs | None = None, key=None):
         rngs = rngs_from(rngs, key, "CNN2D")
         super().__init__(num_classes, in_channels=in_channels, width=width,
                          num_layers=num_layers, kernel_size=kernel_size, activation=activation,
                          norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs,
-                         conv_impl=conv_impl)
+                         conv_impl=conv_impl, ghost_batch_size=ghost_batch_size)
 
     def _prepare(self, x):
         if jnp.ndim(x) == 3 and self.in_channels == 1:
@@ -148,7 +155,7 @@ class CNN1D(_ConvNet):
     length-2 pooling. Input ``(n, L, in_channels)`` or ``(n, L)`` when ``in_channels == 1``.
     Parameters: ``cnn_num_params(in_channels, width, num_layers, C, kernel_size, norm)``; the
     default ``width=16, num_layers=3`` has 13,642 for one channel and 10 classes.
-    ``conv_impl`` as for ``CNN2D``.
+    ``conv_impl`` and ``ghost_batch_size`` as for ``CNN2D``.
     """
 
     spatial_dims = 1
@@ -157,12 +164,13 @@ class CNN1D(_ConvNet):
     def __init__(self, num_classes: int = 10, *, in_channels: int = 1, width: int = 16,
                  num_layers: int = 3, kernel_size: int = 5, activation="relu",
                  norm: str | None = None, pool: str = "avg", param_dtype=None,
-                 conv_impl: str = "auto", rngs: nnx.Rngs | None = None, key=None):
+                 conv_impl: str = "auto", ghost_batch_size: int | None = None,
+                 rngs: nnx.Rngs | None = None, key=None):
         rngs = rngs_from(rngs, key, "CNN1D")
         super().__init__(num_classes, in_channels=in_channels, width=width,
                          num_layers=num_layers, kernel_size=kernel_size, activation=activation,
                          norm=norm, pool=pool, param_dtype=param_dtype, rngs=rngs,
-                         conv_impl=conv_impl)
+                         conv_impl=conv_impl, ghost_batch_size=ghost_batch_size)
 
     def _prepare(self, x):
         if jnp.ndim(x) == 2 and self.in_channels == 1:

@@ -12,6 +12,7 @@ from landscape.models.init import lecun_normal
 from landscape.models.layers import (
     activation_fn,
     apply_norm,
+    check_ghost_batch_size,
     check_norm,
     make_norm,
     param_dtype_or_default,
@@ -45,6 +46,9 @@ class MLP(nnx.Module):
       width: hidden width. depth: number of hidden layers (>= 0). num_classes: outputs.
       activation: name in ``landscape.models.ACTIVATIONS`` or a callable.
       norm: ``None``, ``"layer"`` or ``"batch"``.
+      ghost_batch_size: with ``norm="batch"``, compute train-mode statistics over consecutive
+        virtual batches of this many examples (ghost batch norm, Hoffer et al. 2017; see
+        ``landscape.models.layers.GhostBatchNorm``); ``None`` (default): the whole batch.
       residual: add skip connections between hidden layers.
       param_dtype: parameter dtype; ``None`` means the default float (float64 under x64).
       rngs: ``nnx.Rngs`` for initialisation (LeCun-normal kernels, zero biases).
@@ -52,16 +56,19 @@ class MLP(nnx.Module):
 
     def __init__(self, in_features: int, width: int, depth: int, num_classes: int, *,
                  activation="relu", norm: str | None = None, residual: bool = False,
-                 param_dtype=None, rngs: nnx.Rngs | None = None, key=None):
+                 ghost_batch_size: int | None = None, param_dtype=None,
+                 rngs: nnx.Rngs | None = None, key=None):
         rngs = rngs_from(rngs, key, "MLP")
         in_features = check_positive_int(in_features, "in_features")
         width = check_positive_int(width, "width")
         depth = check_positive_int(depth, "depth", allow_zero=True)
         num_classes = check_positive_int(num_classes, "num_classes")
         check_norm(norm)
+        ghost = check_ghost_batch_size(ghost_batch_size, norm)
         dtype = param_dtype_or_default(param_dtype)
         self.in_features, self.width, self.depth = in_features, width, depth
         self.num_classes, self.residual, self.norm = num_classes, bool(residual), norm
+        self.ghost_batch_size = ghost
         self.activation = activation_fn(activation)
         fan_ins = [in_features] + [width] * max(depth - 1, 0)
         self.hidden = nnx.List(
@@ -69,7 +76,8 @@ class MLP(nnx.Module):
              for f in fan_ins[:depth]]
         )
         self.norms = nnx.List(
-            [make_norm(norm, width, param_dtype=dtype, rngs=rngs) for _ in range(depth)]
+            [make_norm(norm, width, param_dtype=dtype, rngs=rngs, ghost_batch_size=ghost)
+             for _ in range(depth)]
             if norm is not None else []
         )
         head_in = width if depth > 0 else in_features
