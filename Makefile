@@ -55,6 +55,7 @@ bench: $(VENV)/.compare-installed
 	$(PY) benchmarks/connectivity_vs_numpy.py
 	$(PY) benchmarks/conv_impl.py
 	$(PY) benchmarks/sharpness_tracking.py
+	$(PY) benchmarks/gradient_stats.py
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
