@@ -12,6 +12,8 @@ PYTEST := $(PY) -m pytest -q -n 2 -p no:cacheprovider --durations=15
 JAX_CACHE := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/$(VENV)/jax-cache \
 	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 
+REQUIRE := LANDSCAPE_REQUIRE_REFERENCES=1
+
 .PHONY: test test-x32 test-x64 figures figures-smoke bench lint clean
 
 $(PY):
@@ -22,24 +24,37 @@ $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev]'
 	touch $@
 
+# The authors' reference implementations that the optimizer tests (tests/test_optim_*.py) compare
+# landscape.optim with, in float64: PyTorch's CPU build and their packages. The packages go in
+# with --no-deps: what they declare beyond torch is tooling their optimizer classes never import
+# (transformers, wandb, gpustat, CUDA kernels, torchvision), which the tests stub where a package
+# imports it at the top. LANDSCAPE_REQUIRE_REFERENCES=1 turns a missing reference into a failure.
+REFERENCES := 'pytorch_optimizer==4.1.0' 'torch-optimizer==0.3.0' 'pytorch_ranger==0.1.1' \
+	'sgd-sai==1.0.3' 'fira==1.0.2' 'ista-daslab-optimizers==1.1.15'
+
+$(VENV)/.reference-installed: $(VENV)/.dev-installed
+	$(PIP) 'torch==2.13.0'
+	$(PIP) --no-deps $(REFERENCES)
+	touch $@
+
 # The peers of the benchmark (PyTorch CPU build, PyHessian, curvlinops); see README "Benchmarks".
 # curvlinops and backpack go in with --no-deps: backpack declares torchvision, which only its
 # example loaders import and which would pull a different torch build.
-$(VENV)/.compare-installed: $(VENV)/.dev-installed
+$(VENV)/.compare-installed: $(VENV)/.reference-installed
 	$(PIP) -e '.[dev,compare]'
 	$(PIP) --no-deps 'backpack-for-pytorch==1.7.1' 'curvlinops-for-pytorch==3.0.1'
 	touch $@
 
 ## make test: the whole suite, in float32 and again with JAX_ENABLE_X64=1.
-test: $(VENV)/.dev-installed
-	$(JAX_CACHE) JAX_ENABLE_X64=0 $(PYTEST) tests
-	$(JAX_CACHE) JAX_ENABLE_X64=1 $(PYTEST) tests
+test: $(VENV)/.reference-installed
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=0 $(PYTEST) tests
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=1 $(PYTEST) tests
 
-test-x32: $(VENV)/.dev-installed
-	$(JAX_CACHE) JAX_ENABLE_X64=0 $(PYTEST) tests
+test-x32: $(VENV)/.reference-installed
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=0 $(PYTEST) tests
 
-test-x64: $(VENV)/.dev-installed
-	$(JAX_CACHE) JAX_ENABLE_X64=1 $(PYTEST) tests
+test-x64: $(VENV)/.reference-installed
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=1 $(PYTEST) tests
 
 ## make figures: run every missing result (default configs), then draw paper_figures/out/*.
 figures: $(VENV)/.dev-installed

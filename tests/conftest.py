@@ -11,19 +11,36 @@ import pytest  # noqa: E402
 _X64 = os.environ.get("JAX_ENABLE_X64", "0").lower() in ("1", "true")
 
 
+#: Modules whose tests take the longest (a README tour of ~90 s, notebooks, a 4-device
+#: subprocess, experiment smoke runs) run first, each kept in one piece, so that pytest-xdist's
+#: two workers end together instead of one waiting for the other's last long test.
+SLOW_FIRST = ("test_readme.py", "test_notebooks.py", "test_curvature_sharding.py",
+              "test_experiments.py", "test_batchnorm.py")
+
+
+def _slow_rank(item) -> int:
+    name = item.path.name
+    return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """In the float64 pass of ``make test``, leave out tests marked ``single_dtype``.
+    """Run the slow modules first (``SLOW_FIRST``; the order within a module is kept); in the
+    float64 pass of ``make test`` leave out tests marked ``single_dtype``, and in the float32
+    pass those marked ``float64_only`` (a check whose float64 tolerance is the one that can
+    tell a bug from rounding, and whose float32 run would repeat the same code path).
 
     Those tests exercise plumbing whose behaviour does not depend on the float dtype (notebook
     and README execution, figure drawing, the runner, experiment smoke runs without dtype-specific
     assertions; the attention experiments run in float64 whatever the flag). They run once, in
     the float32 pass; every library test with a dtype-dependent tolerance runs in both.
-    ``LANDSCAPE_BOTH_DTYPES=1`` runs them in the float64 pass too.
+    ``LANDSCAPE_BOTH_DTYPES=1`` runs every test in both passes.
     """
-    if not _X64 or os.environ.get("LANDSCAPE_BOTH_DTYPES") == "1":
+    items[:] = sorted(items, key=_slow_rank)  # stable: modules stay contiguous
+    if os.environ.get("LANDSCAPE_BOTH_DTYPES") == "1":
         return
-    keep = [it for it in items if it.get_closest_marker("single_dtype") is None]
-    dropped = [it for it in items if it.get_closest_marker("single_dtype") is not None]
+    skip = "single_dtype" if _X64 else "float64_only"
+    keep = [it for it in items if it.get_closest_marker(skip) is None]
+    dropped = [it for it in items if it.get_closest_marker(skip) is not None]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

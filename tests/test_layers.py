@@ -17,7 +17,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # 0: argument checks; 1: pytree/operator/file primitives, models and data; 2: batching and the
 # loss registry; 3: the curvature operators, the spectral routines and the training loop; 4: what
 # builds on them, including the flax adapter (it reads the training loop's tracing flag); 5: the
-# runner and the plotting at the edge.
+# optimizers (AdAdaGrad reads the gradient statistics of dynamics); 6: the runner and the
+# plotting at the edge.
 LAYER = {
     "validate": 0, "typing": 0, "reprs": 0,
     "_version": 1, "__version__": 1, "tree": 1, "linop": 1, "checkpoint": 1, "models": 1,
@@ -25,7 +26,8 @@ LAYER = {
     "batching": 2, "losses": 2,
     "curvature": 3, "spectral": 3, "train": 3,
     "connectivity": 4, "attention": 4, "parallel": 4, "nnx": 4, "dynamics": 4,
-    "experiment": 5, "plotting": 5,
+    "optim": 5,
+    "experiment": 6, "plotting": 6,
 }
 
 
