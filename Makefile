@@ -71,6 +71,7 @@ bench: $(VENV)/.compare-installed
 	$(PY) benchmarks/conv_impl.py
 	$(PY) benchmarks/sharpness_tracking.py
 	$(PY) benchmarks/gradient_stats.py
+	$(PY) benchmarks/optimizers.py
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
