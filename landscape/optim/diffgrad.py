@@ -51,8 +51,10 @@ def scale_by_diffgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
     The first published code (``diffGrad.py``) stored a reference to the gradient buffer as
     the previous gradient; PyTorch then overwrote that buffer in place with the next gradient,
-    so ``|g_{t-1} - g_t| = 0`` and ``xi_t = 1/2`` from the second step on: that version was
-    Adam at half the learning rate (tested in ``tests/test_optim_diffgrad.py``).
+    so ``|g_{t-1} - g_t| = 0`` and ``xi_t = 1/2`` from the second step on: from then on that
+    version was Adam at half the learning rate (``optax.adam(lr / 2, eps=0)`` with its own
+    ``eps`` placement), its first step scaled by ``2 sigmoid(|g_1|)`` instead (the previous
+    gradient was still a separate zero buffer then; tested in ``tests/test_optim_diffgrad.py``).
 
     The moments and the previous gradient are kept in the params' dtype; the scalar bias
     corrections are computed in the default float dtype. The output has the updates' dtype.
