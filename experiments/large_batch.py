@@ -24,8 +24,8 @@ power law ``log d ~ c + p log t`` on the same points (a random walk has ``p = 1/
 batch ``large_batch`` under: ``baseline`` (same epochs, same lr), ``+sqrt_lr``, ``+ghost_bn``
 (ghost batches of ``ghost_batch_size``), ``+regime`` (``T`` updates: run (a)'s),
 ``sqrt_lr+regime`` (the two without ghost batch norm, which isolates ghost batch norm's share of
-``all``) and ``all`` (the three together). Each seed draws the split, the initialisation and the data order, shared
-by every run of that seed, so gaps are paired.
+``all``) and ``all`` (the three together). Each seed draws the split, the initialisation and the
+data order, shared by every run of that seed, so gaps are paired.
 """
 
 from __future__ import annotations
