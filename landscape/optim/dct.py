@@ -38,7 +38,10 @@ reproduced.
 
 How this plugs into a GaLore-style optimizer: replace the SVD frame (state ``m x r``) by
 ``dct_update`` at each refresh (state: ``r`` int32 indices) and the two matmuls by
-``dct_project`` / ``dct_project_back``.
+``dct_project`` / ``dct_project_back``. :func:`dct_projector` packages these as a
+:class:`landscape.optim.projection.Projector` for Fira (``fira(..., projector=
+dct_projector(r))``); FRUGAL takes ``projection="dct"``. ``optax.contrib.galore`` (0.2.8)
+cannot take it: its SVD is written inside its ``update`` and its state holds the float frame.
 """
 
 from __future__ import annotations
@@ -51,9 +54,11 @@ import numpy as np
 import optax
 
 from landscape.optim.base import chain_with_decay_and_lr
+from landscape.optim.projection import Projector, projects_right
 
 __all__ = ["dct_basis", "dct_side", "dct_init", "dct_update", "dct_project",
-           "dct_project_back", "DCTAdamWState", "scale_by_dct_adamw", "dct_adamw"]
+           "dct_project_back", "dct_projector", "DCTAdamWState", "scale_by_dct_adamw",
+           "dct_adamw"]
 
 _BASES = ("dct2", "dct3")
 
@@ -90,12 +95,20 @@ def _similarity(g, q, side):
     return g @ q if side == "right" else q.T @ g
 
 
+def _basis_size(shape, side):
+    """The DCT's size: the number of columns (right) or rows (left) it transforms; this is
+    ``min(shape)`` under the default side rule."""
+    return shape[1] if side == "right" else shape[0]
+
+
 def dct_update(g: jax.Array, rank: int, *, basis: str = "dct2", ell_norm: float = 1.0,
                side: str | None = None) -> jax.Array:
     """The ``rank`` int32 indices of the DCT vectors with the largest ``ell_norm`` of
-    ``G Q`` columns (right) / ``Q^T G`` rows (left), in decreasing order."""
+    ``G Q`` columns (right) / ``Q^T G`` rows (left), in decreasing order. ``side`` defaults
+    to :func:`dct_side`; ``Q`` has the size of the transformed axis (columns on the right,
+    rows on the left)."""
     side = side or dct_side(g.shape)
-    q = dct_basis(min(g.shape), g.dtype, basis)
+    q = dct_basis(_basis_size(g.shape, side), g.dtype, basis)
     s = _similarity(g, q, side)
     # sum |s|^p ranks like the p-norm and lets ``ell_norm`` be traced (inject_hyperparams)
     norms = jnp.sum(jnp.abs(s) ** ell_norm, axis=0 if side == "right" else 1)
@@ -106,7 +119,7 @@ def dct_project(g: jax.Array, indices: jax.Array, *, basis: str = "dct2",
                 side: str | None = None) -> jax.Array:
     """``G Q[:, I]`` (``n x r``, right) or ``Q[:, I]^T G`` (``r x m``, left)."""
     side = side or dct_side(g.shape)
-    q = dct_basis(min(g.shape), g.dtype, basis)[:, indices]
+    q = dct_basis(_basis_size(g.shape, side), g.dtype, basis)[:, indices]
     return _similarity(g, q, side)
 
 
@@ -114,8 +127,70 @@ def dct_project_back(a: jax.Array, indices: jax.Array, shape, *, basis: str = "d
                      side: str | None = None) -> jax.Array:
     """``R Q[:, I]^T`` (right) or ``Q[:, I] R`` (left): back to ``shape``."""
     side = side or dct_side(shape)
-    q = dct_basis(min(shape), a.dtype, basis)[:, indices]
+    q = dct_basis(_basis_size(shape, side), a.dtype, basis)[:, indices]
     return a @ q.T if side == "right" else q @ a
+
+
+def dct_projector(rank: int, *, basis: str = "dct2", ell_norm: float = 1.0,
+                  side: str = "std") -> Projector:
+    r"""The DCT projector (Modoranu et al. 2025) as a :class:`~landscape.optim.projection.
+    Projector` for the GaLore-style optimizers (``fira(..., projector=dct_projector(r))``).
+
+    For a leaf ``G`` (``m x n``) projected on the right (``side`` as in
+    :func:`landscape.optim.projection.projects_right`; ``"std"``: right when ``m >= n``), with
+    ``Q`` the orthonormal ``n x n`` DCT matrix of ``basis`` (:func:`dct_basis`) and
+    ``r = min(rank, m, n)``:
+
+        update(G)           = I: the r indices j of the largest sum_i |(G Q)_ij|^ell_norm,
+                              by decreasing norm (ties: lower index first), int32
+        project(G, I)       = G Q[:, I]                    (m x r)
+        project_back(R, I)  = R Q[:, I]^T                  (m x n)
+
+    and on the left ``Q`` is ``m x m``, the rows of ``Q^T G`` are ranked, ``project(G) =
+    Q[:, I]^T G`` (``r x n``) and ``project_back(R) = Q[:, I] R``. ``project_back(project(G))``
+    is the orthogonal projection of ``G`` on the chosen DCT vectors, the best choice of ``r``
+    of them in Frobenius norm when ``ell_norm=2``; the paper (and its code) ranks by the l1
+    norm (``ell_norm=1``). At ``r = n`` (right) the map ``G -> G Q[:, I]`` is an orthogonal
+    change of coordinates.
+
+    State: only the ``r`` int32 indices per leaf (``init`` gives ``arange(r)``); ``Q`` is a
+    constant of the compiled program (built in float64 NumPy, cast to the gradient's dtype),
+    never stored in the optimizer state, and the refresh needs one ``m n^2`` matmul and a
+    top-``k``, no SVD. The ranking is computed in the gradient's dtype promoted to float32;
+    ``project``/``project_back`` in the gradient's dtype. ``rank``, ``basis``, ``ell_norm`` and
+    ``side`` are static (they are closed over).
+    """
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    if basis not in _BASES:
+        raise ValueError(f"basis must be one of {_BASES}; got {basis!r}")
+    if not ell_norm > 0:
+        raise ValueError(f"ell_norm must be positive; got {ell_norm!r}")
+    projects_right((1, 1), side)  # validates side
+
+    def which(shape):
+        return "right" if projects_right(tuple(shape), side) else "left"
+
+    def init(param):
+        return jnp.arange(min(rank, *jnp.shape(param)), dtype=jnp.int32)
+
+    def update(grad):
+        wide = jnp.promote_types(jnp.result_type(grad), jnp.float32)
+        return dct_update(grad.astype(wide), min(rank, *grad.shape), basis=basis,
+                          ell_norm=ell_norm, side=which(grad.shape))
+
+    def project(grad, indices):
+        return dct_project(grad, indices, basis=basis, side=which(grad.shape))
+
+    def project_back(low, indices, shape):
+        return dct_project_back(low, indices, shape, basis=basis, side=which(shape))
+
+    def low_rank_shape(shape):
+        m, n = shape
+        r = min(rank, m, n)
+        return (m, r) if which(shape) == "right" else (r, n)
+
+    return Projector(init, update, project, project_back, low_rank_shape)
 
 
 class DCTAdamWState(NamedTuple):

@@ -26,6 +26,10 @@ Leaves outside the projected set (default: every leaf that is not 2-D) get plain
 * ``"svd"``: the top-``r`` right (``n >= m``) or left (``n < m``) singular vectors of the
   gradient, ``r = round(density * m)`` (resp. ``n``): GaLore's projector.
 * ``"random"``: a Haar-random ``r``-dimensional orthonormal frame on the same side.
+* ``"dct"``: the ``r`` DCT vectors on the same side whose coefficients in the gradient have
+  the largest l1 norm (Modoranu et al. 2025, :func:`landscape.optim.dct.dct_update`), stored
+  as ``r`` int32 indices: an SVD-free alternative to ``"svd"`` (not in the FRUGAL
+  reference code).
 * ``"columns"``, ``"rows"``, ``"entries"``: ``floor(density * size)`` random coordinates
   (RandK); ``project`` gathers them, ``project_back`` scatters into zeros, so the state-free
   part is exactly the complement.
@@ -55,10 +59,11 @@ import jax.numpy as jnp
 import optax
 
 from landscape.optim.base import chain_with_decay_and_lr
+from landscape.optim.dct import dct_project, dct_project_back, dct_side, dct_update
 
 __all__ = ["FrugalState", "scale_by_frugal", "frugal"]
 
-_PROJECTIONS = ("svd", "random", "columns", "rows", "entries", "block")
+_PROJECTIONS = ("svd", "random", "dct", "columns", "rows", "entries", "block")
 _INACTIVE = ("sign_sgd", "sgd", "no")
 _BLOCK_ORDERS = ("random", "ascending", "descending")
 
@@ -68,9 +73,10 @@ class FrugalState(NamedTuple):
 
     ``count``: int32 steps taken; ``key``: PRNG key for the next refresh; ``mu``/``nu``:
     Adam moments per leaf, in the subspace's coordinates (``(n, r)`` right, ``(r, m)`` left,
-    ``(n, k)`` columns, ``(k, m)`` rows, ``(k,)`` entries, full shape for Adam and block
-    leaves); ``basis`` per leaf: the ``(r, m)`` / ``(n, r)`` frame (svd, random), the int32
-    coordinate indices, a bool "active" flag (block), or an empty int32 array (plain Adam).
+    also for dct; ``(n, k)`` columns, ``(k, m)`` rows, ``(k,)`` entries, full shape for Adam
+    and block leaves); ``basis`` per leaf: the ``(r, m)`` / ``(n, r)`` frame (svd, random),
+    the ``(r,)`` int32 DCT indices (dct) or coordinate indices, a bool "active" flag (block),
+    or an empty int32 array (plain Adam).
     """
 
     count: jax.Array
@@ -92,6 +98,8 @@ def _plan(shape, projected: bool, projection: str, density: float):
     n, m = shape
     if projection in ("svd", "random"):
         kind, k = ("right", round(m * density)) if n >= m else ("left", round(n * density))
+    elif projection == "dct":
+        kind, k = "dct", round(min(n, m) * density)
     else:
         size = {"columns": m, "rows": n, "entries": n * m}[projection]
         kind, k = projection, int(size * density)
@@ -102,6 +110,8 @@ def _plan(shape, projected: bool, projection: str, density: float):
 
 
 def _mu_shape(kind, k, shape):
+    if kind == "dct":
+        kind = dct_side(shape)
     return {"right": lambda: (shape[0], k), "left": lambda: (k, shape[1]),
             "columns": lambda: (shape[0], k), "rows": lambda: (k, shape[1]),
             "entries": lambda: (k,)}.get(kind, lambda: tuple(shape))()
@@ -112,6 +122,8 @@ def _init_basis(kind, k, shape, dtype):
         return jnp.zeros((k, shape[1]), dtype)
     if kind == "left":
         return jnp.zeros((shape[0], k), dtype)
+    if kind == "dct":
+        return jnp.arange(k, dtype=jnp.int32)
     if kind in ("columns", "rows", "entries"):
         return jnp.zeros((k,), jnp.int32)
     if kind == "block":
@@ -131,6 +143,8 @@ def _new_basis(kind, k, g, key, projection):
             q, _ = jnp.linalg.qr(jax.random.normal(key, (m if kind == "right" else n, k), wide))
             frame = q.T if kind == "right" else q
         return frame.astype(g.dtype)
+    if kind == "dct":
+        return dct_update(g.astype(jnp.promote_types(g.dtype, jnp.float32)), k)
     size = {"columns": m, "rows": n, "entries": n * m}[kind]
     return jax.random.permutation(key, size)[:k].astype(jnp.int32)
 
@@ -140,6 +154,8 @@ def _project(kind, basis, g):
         return g @ basis.T
     if kind == "left":
         return basis.T @ g
+    if kind == "dct":
+        return dct_project(g, basis)
     if kind == "columns":
         return g[:, basis]
     if kind == "rows":
@@ -152,6 +168,8 @@ def _project_back(kind, basis, a, shape):
         return a @ basis
     if kind == "left":
         return basis @ a
+    if kind == "dct":
+        return dct_project_back(a, basis, shape)
     z = jnp.zeros(shape, a.dtype)
     if kind == "columns":
         return z.at[:, basis].set(a)
