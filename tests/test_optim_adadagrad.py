@@ -13,7 +13,9 @@ data order and test samples taken from the documented ``train.batch_at``,
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 
 import _optim_conventions as conv
 import _optim_reference as ref
@@ -23,6 +25,7 @@ import numpy as np
 import optax
 import pytest
 
+from landscape import checkpoint as ckpt
 from landscape import train
 from landscape.dynamics import gradient_statistics
 from landscape.optim.adadagrad import (
@@ -218,3 +221,136 @@ def test_controller_rejects_bad_arguments():
     with pytest.raises(ValueError, match="hyperparams"):
         adaptive_batch_train(_loss, params, adagrad_norm(1.0), data,
                              hyperparams={"learning_rate": 0.1}, **kw)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+ABT = importlib.import_module("landscape.optim.adadagrad")
+CKPT_KEY = jax.random.key(3)
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL: raised from inside the run, it skips every later save."""
+
+
+def _ckpt_run(path=None, every=0, **over):
+    """The augmented-test run of ``test_controller_replays_the_numpy_oracle`` (its
+    compilations are shared): batch sizes 2, 9, 13, 16 over six segments of 4 steps."""
+    kw = dict(key=CKPT_KEY, num_steps=24, test="augmented", initial_batch_size=2,
+              max_batch_size=16, check_every=4, eta=TOLS[0], theta=TOLS[1], nu=TOLS[2])
+    with jax.enable_x64(True):
+        params = {"a": jnp.zeros(3, jnp.float64), "b": jnp.zeros(2, jnp.float64)}
+        return adaptive_batch_train(_loss, params, OPT, {"x": jnp.asarray(X)},
+                                    checkpoint=path, checkpoint_every=every, **{**kw, **over})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The uninterrupted run, and the checkpoint it left at its end."""
+    path = tmp_path_factory.mktemp("abt") / "finished.ckpt"
+    return _ckpt_run(path), path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(finished):
+    return finished[0]
+
+
+def _assert_same_result(got, want):
+    for a, b in zip(jax.tree.leaves((got.params, got.opt_state)),
+                    jax.tree.leaves((want.params, want.opt_state)), strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name in ("segment_starts", "batch_sizes", "requested", "losses"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))  # NaN == NaN
+    assert (got.examples, got.test_examples) == (want.examples, want.test_examples)
+
+
+def _spy_segments(monkeypatch, kill_at=None):
+    """Count the segments run; raise ``_Killed`` when segment call ``kill_at`` starts."""
+    calls, real = [], ABT._segment
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ABT, "_segment", spy)
+    return calls
+
+
+def _saved_ends(monkeypatch):
+    """The step at which each checkpoint is written."""
+    ends, real = [], ABT._save
+    monkeypatch.setattr(ABT, "_save", lambda path, state, config, done: (
+        ends.append(int(state.step)), real(path, state, config, done)))
+    return ends
+
+
+def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch, uninterrupted):
+    """Killed in segment 4 (steps 16-20), the run had saved on the segment grid after the
+    first boundary at or past each multiple of ``checkpoint_every=6``: at steps 8 and 12. The
+    resumed run runs only segments 3-5 and ends identical to the uninterrupted one (params,
+    AdaGrad-Norm state, histories, counters); a finished file returns without training."""
+    assert len(set(uninterrupted.batch_sizes.tolist())) >= 3  # the histories carry information
+    path = tmp_path / "abt.ckpt"
+    ends = _saved_ends(monkeypatch)
+    _spy_segments(monkeypatch, kill_at=5)
+    with pytest.raises(_Killed):
+        _ckpt_run(path, every=6)
+    assert ends == [8, 12]
+    calls = _spy_segments(monkeypatch)
+    _assert_same_result(_ckpt_run(path, every=6), uninterrupted)
+    assert len(calls) == 3 and ends == [8, 12, 20, 24]
+    again = _ckpt_run(path, every=6)
+    assert len(calls) == 3 and ends == [8, 12, 20, 24]  # nothing left to run or save
+    _assert_same_result(again, uninterrupted)
+    # checkpoint_every = 0: one save, at the end
+    ends.clear()
+    _ckpt_run(tmp_path / "end_only.ckpt")
+    assert ends == [24]
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"num_steps": 20}, r"different num_steps \(24 in the file, 20 now\)"),
+    ({"test": "norm"}, r"test \(\"augmented\" in the file, \"norm\" now\)"),
+    ({"initial_batch_size": 3}, "initial_batch_size"),
+    ({"max_batch_size": 15, "check_every": 3}, "check_every .*max_batch_size"),
+    ({"nu": 0.4}, r"nu \(0.5 in the file, 0.4 now\)"),
+    ({"key": jax.random.key(4)}, "different key;"),
+])
+def test_checkpoint_of_another_run_is_refused(over, match, finished):
+    """A file from other arguments raises before any step, naming each differing one."""
+    with pytest.raises(ValueError, match=match):
+        _ckpt_run(finished[1], **over)
+
+
+def test_checkpoint_of_another_kind_is_refused(tmp_path):
+    path = tmp_path / "other.ckpt"
+    ckpt.save(path, {"x": np.zeros(1)}, {"history": {}})
+    with pytest.raises(ValueError, match="not written by adaptive_batch_train"):
+        _ckpt_run(path)
+
+
+def test_torn_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, uninterrupted):
+    """The second save dies mid-write (its temporary file cut to half, then an error): the
+    checkpoint of step 8 stays whole, no temporary file is left, and resuming from it ends
+    identical to the uninterrupted run."""
+    path = tmp_path / "abt.ckpt"
+    syncs, real = [], os.fsync
+
+    def torn(fd):
+        syncs.append(fd)
+        if len(syncs) == 2:
+            os.ftruncate(fd, os.fstat(fd).st_size // 2)
+            raise OSError("simulated crash in the middle of a write")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", torn)
+    with pytest.raises(OSError, match="simulated"):
+        _ckpt_run(path, every=8)
+    monkeypatch.setattr(os, "fsync", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abt.ckpt"]
+    assert ckpt.metadata(path)["progress"]["segment_starts"] == [0, 4]
+    _assert_same_result(_ckpt_run(path, every=8), uninterrupted)

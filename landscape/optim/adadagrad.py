@@ -23,7 +23,9 @@ Gradient Methods" (arXiv:2402.11215, 2024). Two pieces:
       b <- min(max(b, ceil(requested)), max_batch_size),
 
   the rule of the paper and of its code (the batch never shrinks). The optimizer state
-  carries over from segment to segment (the AdaGrad accumulators are never reset).
+  carries over from segment to segment (the AdaGrad accumulators are never reset). With
+  ``checkpoint=path`` a killed run resumes at its last saved segment boundary and ends
+  bit-identical to an uninterrupted one.
 
 **Deviations of the authors' code** (github.com/timlautk/AdAdaGrad, read, not installed; no
 reference installs from PyPI, so the tests use NumPy oracles of the paper's equations):
@@ -39,8 +41,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -48,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from landscape import checkpoint as ckpt
 from landscape import train as train_lib
 from landscape import validate
 from landscape.dynamics.gradient_stats import (
@@ -216,7 +221,7 @@ def _hyperparams(optimizer, hyperparams) -> dict:
 
 
 def _check_controller(test, dataset, initial_batch_size, max_batch_size, check_every,
-                      num_steps, key, tols):
+                      num_steps, key, tols, checkpoint, checkpoint_every):
     if test not in BATCH_SIZE_TESTS:
         raise ValueError(f"test must be one of {BATCH_SIZE_TESTS}; got {test!r}")
     n = validate.check_batch(dataset, "dataset")
@@ -229,7 +234,79 @@ def _check_controller(test, dataset, initial_batch_size, max_batch_size, check_e
     validate.check_key(key)
     for name, v in tols.items():
         validate.check_positive(v, name)
+    validate.check_int(checkpoint_every, "checkpoint_every", low=0)
+    if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
+        raise TypeError(f"checkpoint must be a path (str or pathlib.Path) or None; got "
+                        f"{type(checkpoint).__name__}")
     return n, b, bmax
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+#: The ``format`` entry of the checkpoints of :func:`adaptive_batch_train`.
+_CHECKPOINT_FORMAT = "landscape.optim.adaptive_batch_train/1"
+
+
+@dataclasses.dataclass
+class _Progress:
+    """Host-side record of the finished segments: the histories and counters of
+    :class:`AdaptiveBatchResult` and the batch size of the next segment (a checkpoint's JSON
+    metadata; Python floats survive JSON exactly, NaN included)."""
+
+    batch_size: int
+    segment_starts: list = dataclasses.field(default_factory=list)
+    batch_sizes: list = dataclasses.field(default_factory=list)
+    requested: list = dataclasses.field(default_factory=list)
+    losses: list = dataclasses.field(default_factory=list)
+    examples: int = 0
+    test_examples: int = 0
+
+
+def _key_list(key) -> list:
+    return np.asarray(jax.random.key_data(key)).ravel().tolist()
+
+
+def _run_config(*, key, dataset_size, params, hyperparams, **arguments) -> dict:
+    """The arguments that fix a run's trajectory, as JSON values named by argument (the
+    optimizer and the loss cannot be compared; the optimizer state's structure and shapes are
+    checked when the checkpoint loads)."""
+    out = {name: (v if v is None or isinstance(v, str) else
+                  int(v) if isinstance(v, (int, np.integer)) else float(v))
+           for name, v in arguments.items()}
+    out["hyperparams"] = {k: np.asarray(v).item() for k, v in sorted(hyperparams.items())}
+    out["dataset"] = f"{dataset_size} examples"
+    out["params"] = [f"{np.dtype(jnp.result_type(x)).name}{list(np.shape(x))}"
+                     for x in jax.tree.leaves(params)]
+    out["key"] = _key_list(key)
+    return out
+
+
+def _maybe_resume(path, state, config: dict, batch_size: int):
+    """``(state, progress)`` from the checkpoint at ``path``, or the fresh ones when there is
+    none; a checkpoint of another run raises ``ValueError`` naming the differing arguments."""
+    fresh = (state, _Progress(batch_size))
+    if path is None or not Path(path).exists():
+        return fresh
+    meta = ckpt.metadata(path)
+    if meta.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path} was not written by adaptive_batch_train (format "
+                         f"{meta.get('format')!r}); pass another path")
+    stored = meta["config"]
+    diffs = []
+    for name in sorted(set(stored) | set(config)):
+        old, new = (json.dumps(c.get(name), sort_keys=True) for c in (stored, config))
+        if old != new:
+            diffs.append(name if name == "key" else f"{name} ({old} in the file, {new} now)")
+    if diffs:
+        raise ValueError(f"checkpoint {path} was written by a run with a different "
+                         f"{', '.join(diffs)}; delete it or pass the original arguments")
+    tree, _ = ckpt.load(path, {"state": state})
+    return tree["state"], _Progress(**meta["progress"])
+
+
+def _save(path, state, config: dict, progress: _Progress) -> None:
+    ckpt.save(path, {"state": state}, {"format": _CHECKPOINT_FORMAT, "config": config,
+                                       "progress": dataclasses.asdict(progress)})
 
 
 def adaptive_batch_train(loss_fn: Callable, params, optimizer, dataset, *, key,
@@ -237,7 +314,8 @@ def adaptive_batch_train(loss_fn: Callable, params, optimizer, dataset, *, key,
                          max_batch_size: int, check_every: int = 1, eta: float = NORM_TEST_ETA,
                          theta: float = INNER_PRODUCT_THETA, nu: float = ORTHOGONALITY_NU,
                          hyperparams: Mapping | None = None,
-                         chunk_size: int | None = None) -> AdaptiveBatchResult:
+                         chunk_size: int | None = None, checkpoint: str | Path | None = None,
+                         checkpoint_every: int = 0) -> AdaptiveBatchResult:
     """Train with the batch size grown by an adaptive-sampling test (AdAdaGrad's controller).
 
     Segment ``s`` runs ``check_every`` steps (fewer in the last) of ``optimizer`` with batch
@@ -263,20 +341,38 @@ def adaptive_batch_train(loss_fn: Callable, params, optimizer, dataset, *, key,
       eta, theta, nu: the tolerances of the norm, inner-product and orthogonality tests.
       hyperparams: for an optimizer factory (traced, as in ``train``).
       chunk_size: examples per ``vmap`` in the tests' per-example gradients.
+      checkpoint: path of a checkpoint file (``landscape.checkpoint``, written atomically).
+        If it exists the run resumes from it: params, optimizer state, step, the batch size
+        of the next segment, the histories and the counters are restored, and the result is
+        bit-identical to that of an uninterrupted run. A file written with different
+        ``num_steps``, ``test``, batch sizes, ``check_every``, tolerances, ``chunk_size``,
+        ``hyperparams``, dataset size, params dtypes/shapes or ``key`` raises ``ValueError``
+        naming them (the loss and the optimizer are not compared; a different optimizer
+        state structure fails to load).
+      checkpoint_every: the checkpoint is rewritten at segment boundaries only (after the
+        segment's test, so a resume never repeats it): after each segment that reaches or
+        crosses a multiple of ``checkpoint_every`` (the first boundary at or after each
+        multiple), and after the last segment; ``0``: only after the last.
 
     Returns:
       :class:`AdaptiveBatchResult`.
     """
     tols = {"eta": eta, "theta": theta, "nu": nu}
     n, b, bmax = _check_controller(test, dataset, initial_batch_size, max_batch_size,
-                                   check_every, num_steps, key, tols)
+                                   check_every, num_steps, key, tols, checkpoint,
+                                   checkpoint_every)
     validate.check_params(params)
     hp = _hyperparams(optimizer, hyperparams)
-    state = train_lib.init_state(params, optimizer, None, hp)
-    num_segments = -(-int(num_steps) // int(check_every))
-    starts, sizes, req, losses = [], [], [], []
-    examples = test_examples = 0
-    for s in range(num_segments):
+    num_steps, check_every, every = int(num_steps), int(check_every), int(checkpoint_every)
+    config = _run_config(key=key, dataset_size=n, params=params, hyperparams=hp,
+                         num_steps=num_steps, test=test, initial_batch_size=b,
+                         max_batch_size=bmax, check_every=check_every, chunk_size=chunk_size,
+                         **tols)
+    state, done = _maybe_resume(checkpoint, train_lib.init_state(params, optimizer, None, hp),
+                                config, b)
+    num_segments = -(-num_steps // check_every)
+    for s in range(len(done.segment_starts), num_segments):
+        b = done.batch_size
         start = s * check_every
         length = min(check_every, num_steps - start)
         data = {"data": dataset, "key": segment_key(key, s)}
@@ -284,11 +380,8 @@ def adaptive_batch_train(loss_fn: Callable, params, optimizer, dataset, *, key,
         local, mean = _segment(loss_fn, optimizer, _Sampler(b), local, data, hp,
                                jnp.asarray(length, jnp.int32))
         state = local._replace(step=jnp.asarray(start + length, jnp.int32))
-        starts.append(start)
-        sizes.append(b)
-        losses.append(float(mean))
-        examples += length * b
-        if not np.isfinite(losses[-1]):
+        loss = float(mean)
+        if not np.isfinite(loss):
             raise FloatingPointError(f"training loss became non-finite in the segment starting "
                                      f"at step {start}; lower the learning rate")
         r = float("nan")
@@ -298,10 +391,20 @@ def adaptive_batch_train(loss_fn: Callable, params, optimizer, dataset, *, key,
             stats = gradient_statistics(loss_fn, state.params, sample, chunk_size=chunk_size,
                                         **tols)
             r = _requested(stats, test)
-            test_examples += 2 * b
-            b = next_batch_size(b, r, bmax)
-        req.append(r)
-    return AdaptiveBatchResult(state.params, state.opt_state, np.asarray(starts, np.int64),
-                               np.asarray(sizes, np.int64), np.asarray(req, np.float64),
-                               np.asarray(losses, np.float64), int(examples),
-                               int(test_examples))
+            done.test_examples += 2 * b
+            done.batch_size = next_batch_size(b, r, bmax)
+        done.segment_starts.append(start)
+        done.batch_sizes.append(b)
+        done.requested.append(r)
+        done.losses.append(loss)
+        done.examples += length * b
+        end = start + length
+        if checkpoint is not None and (end == num_steps
+                                       or (every and end // every > start // every)):
+            _save(checkpoint, state, config, done)
+    return AdaptiveBatchResult(state.params, state.opt_state,
+                               np.asarray(done.segment_starts, np.int64),
+                               np.asarray(done.batch_sizes, np.int64),
+                               np.asarray(done.requested, np.float64),
+                               np.asarray(done.losses, np.float64), int(done.examples),
+                               int(done.test_examples))
