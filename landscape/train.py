@@ -7,8 +7,9 @@ callbacks, checkpoint/resume and the probe trace).
 **Steps.** Step ``t`` draws its batch with :func:`batch_at` from ``(key, t)``, evaluates
 ``loss, grads = value_and_grad(loss_fn)(params, batch)``, and applies
 ``optimizer.update(grads, opt_state, params)`` with ``optax.apply_updates`` (``value_and_grad=``
-replaces the gradient, e.g. by a robust aggregate of per-example gradients). Steps run inside
-``lax.fori_loop`` in one ``jax.jit`` whose trip count is a traced value, so compile time does
+replaces the gradient, e.g. by a robust aggregate of per-example gradients;
+``update_extra_args=`` passes keyword arguments built from the batch to ``update``). Steps run
+inside ``lax.fori_loop`` in one ``jax.jit`` whose trip count is a traced value, so compile time does
 not grow with the number of steps, and chunks of any length share one compilation.
 
 **Data order.** With ``batch_size`` set, epoch ``e`` visits the examples in the order
@@ -77,6 +78,7 @@ __all__ = [
     "run_steps",
     "init_state",
     "batch_at",
+    "batch_indices",
     "progress_enabled",
 ]
 
@@ -197,6 +199,26 @@ def batch_at(dataset, step, key, batch_size: int | None):
     return jax.tree.map(lambda x: x[idx], dataset)
 
 
+def batch_indices(key, n: int, batch_size: int, num_steps: int) -> jax.Array:
+    """The example indices :func:`batch_at` takes at steps ``0 .. num_steps - 1``, precomputed.
+
+    Returns ``(num_steps, batch_size)`` int32: row ``t`` equals the indices of
+    ``batch_at(dataset, t, key, batch_size)`` for a dataset of ``n`` examples, computed with one
+    permutation per epoch instead of one per step. A ``batch_fn`` that reads row ``step`` of
+    this table reproduces the default data order at a fraction of the cost where the
+    permutation dominates a step (small models, many runs under ``jax.vmap``, whose batched
+    keys make each permutation a batched sort). ``key`` is the data key ``batch_at`` gets,
+    ``jax.random.split(run_key)[0]`` inside :func:`run_steps`.
+    """
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, n = {n}]; got {batch_size}")
+    per_epoch = n // batch_size
+    epochs = -(-int(num_steps) // per_epoch)
+    perms = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n)
+                     [: per_epoch * batch_size])(jnp.arange(epochs))
+    return perms.reshape(epochs * per_epoch, batch_size)[:num_steps].astype(jnp.int32)
+
+
 def init_state(params, optimizer, model_state=None, hyperparams=None) -> TrainState:
     """The state at step 0: ``TrainState(params, optimizer.init(params), model_state, 0)``."""
     opt = _optimizer(optimizer, hyperparams)
@@ -223,6 +245,7 @@ class _Spec(NamedTuple):
     rows: tuple[int, ...]  # record rows per probe per chunk
     batch_fn: Callable | None = None  # custom data order (run_steps)
     value_and_grad: Callable | None = None  # custom gradient of a stateless loss
+    update_extra_args: Callable | None = None  # (params, batch) -> optimizer.update kwargs
 
 
 def _sample(spec: _Spec, dataset, step, key):
@@ -311,7 +334,9 @@ def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, pr
             pstates[name], bufs[name] = _run_probe(probes[name], st, batch, loss, step_grads,
                                                    probe_key,
                                                    hyperparams, pstates[name], bufs[name])
-        updates, opt_state = opt.update(grads, st.opt_state, st.params)
+        extra = {} if spec.update_extra_args is None else spec.update_extra_args(st.params,
+                                                                                  batch)
+        updates, opt_state = opt.update(grads, st.opt_state, st.params, **extra)
         params = optax.apply_updates(st.params, updates)
         return TrainState(params, opt_state, new_ms, st.step + 1), loss, pstates, bufs
 
@@ -350,7 +375,8 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
               hyperparams: Mapping | None = None, batch_size: int | None = None,
               probes: Mapping[str, Probe] | None = None, probe_states=None,
               max_records: int | None = None, batch_fn: Callable | None = None,
-              value_and_grad: Callable | None = None):
+              value_and_grad: Callable | None = None,
+              update_extra_args: Callable | None = None):
     """Run ``num_steps`` steps from ``state``: the pure primitive under :func:`train`.
 
     Traceable end to end: ``num_steps`` and ``hyperparams`` may be traced, so the function can
@@ -368,7 +394,7 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
       batch_fn: ``batch_fn(dataset, step, key) -> batch``, a custom data order in place of
         :func:`batch_at` (``batch_size`` must then be None); ``step`` is the traced index of
         the step and ``key`` the run's data key.
-      value_and_grad: as in :func:`train`.
+      value_and_grad, update_extra_args: as in :func:`train`.
 
     Returns:
       ``(state, mean_loss, trace, trace_steps, probe_states)``; each probe's records fill the
@@ -376,6 +402,7 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
     """
     probes = dict(probes or {})
     _check_value_and_grad(value_and_grad, state.model_state is not None)
+    _check_update_extra_args(update_extra_args)
     if batch_fn is not None and (batch_size is not None or not callable(batch_fn)):
         raise ValueError("batch_fn must be a callable batch_fn(dataset, step, key), and "
                          "batch_size None (batch_fn replaces the default data order)")
@@ -389,7 +416,7 @@ def run_steps(loss_fn, optimizer, state: TrainState, dataset, *, key, num_steps,
     names = tuple(sorted(probes))
     rows = tuple(-(-int(max_records) // probes[n].every) + 1 for n in names) if probes else ()
     spec = _Spec(loss_fn, optimizer, batch_size, state.model_state is not None, names, rows,
-                 batch_fn, value_and_grad)
+                 batch_fn, value_and_grad, update_extra_args)
     total = jnp.zeros((), jnp.result_type(float))
     state, total, probe_states, bufs = _loop(spec, state, probe_states, total, dataset, key,
                                              dict(hyperparams or {}), probes, num_steps)
@@ -423,6 +450,7 @@ def train(
     desc: str = "train",
     chunk_seconds: float = 1.0,
     value_and_grad: Callable | None = None,
+    update_extra_args: Callable | None = None,
 ) -> TrainResult:
     """Train ``params`` with ``optimizer`` for ``num_steps`` steps on ``dataset``.
 
@@ -453,6 +481,10 @@ def train(
         ``landscape.dynamics.robust_value_and_grad(loss_fn, "winsorize", c=2)`` for robust
         aggregates of per-example gradients. ``loss_fn`` still serves the probes and the input
         checks; ``grads`` must have the structure, shapes and dtypes of ``params``.
+      update_extra_args: ``update_extra_args(params, batch) -> dict`` of keyword arguments passed
+        to ``optimizer.update(grads, opt_state, params, **kwargs)`` at every step, for optax
+        ``GradientTransformationExtraArgs`` that need the step's data, e.g.
+        ``lambda p, b: {"tract_inputs": b["x"]}`` for ``landscape.optim.tract``.
 
     Returns:
       ``TrainResult``.
@@ -469,6 +501,7 @@ def train(
     _check_loss(loss_fn, params, dataset, model_state, batch_size, key)
     _check_value_and_grad(value_and_grad, model_state is not None, params, dataset, batch_size,
                           n)
+    _check_update_extra_args(update_extra_args)
     grid = _grid(num_steps, callback_every, checkpoint_every)
 
     state = init_state(params, optimizer, model_state, hyperparams)
@@ -477,7 +510,7 @@ def train(
     cap = _chunk_cap(num_steps)
     rows = tuple(-(-cap // probes[nm].every) + 1 for nm in names)
     spec = _Spec(loss_fn, optimizer, batch_size, model_state is not None, names, rows, None,
-                 value_and_grad)
+                 value_and_grad, update_extra_args)
     run = functools.partial(_compiled_chunk, spec)
     shapes = _record_shapes(spec, probes, probe_states, state, dataset, key, hyperparams)
     trace = _Trace(names, shapes)
@@ -521,6 +554,12 @@ def train(
     records, steps = trace.arrays()
     return TrainResult(state.params, state.model_state, state.opt_state, hist, start, records,
                        steps, probe_states)
+
+
+def _check_update_extra_args(update_extra_args):
+    if update_extra_args is not None and not callable(update_extra_args):
+        raise TypeError(f"update_extra_args must be callable update_extra_args(params, batch) -> "
+                        f"dict; got {type(update_extra_args).__name__}")
 
 
 def _check_value_and_grad(value_and_grad, stateful, params=None, dataset=None,

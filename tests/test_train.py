@@ -63,6 +63,17 @@ def test_minibatch_training_matches_explicit_batches():
     chex.assert_trees_all_close(res.params, p, rtol=1e-5, atol=1e-6)
 
 
+def test_batch_indices_are_the_batches_of_batch_at():
+    ds = {"i": jnp.arange(30)}
+    key = jax.random.key(7)
+    table = train.batch_indices(key, 30, 8, 11)  # 3 batches per epoch, 4 epochs started
+    assert table.shape == (11, 8) and table.dtype == jnp.int32
+    for t in range(11):
+        np.testing.assert_array_equal(table[t], train.batch_at(ds, t, key, 8)["i"])
+    with pytest.raises(ValueError, match="batch_size"):
+        train.batch_indices(key, 30, 31, 2)
+
+
 def test_same_key_same_result_and_history():
     loss_fn, params, ds = _problem()
     run = lambda: train.train(loss_fn, params, optax.adam(0.1), ds, key=jax.random.key(1),
@@ -228,6 +239,29 @@ def test_probe_sees_the_step_gradient_unless_value_and_grad_replaces_it():
     assert seen and all(g is None for g in seen)
     b = train.train(loss_fn, params, optax.sgd(0.025), ds, key=jax.random.key(1), num_steps=4)
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-6)
+
+
+def test_update_extra_args_reach_the_optimizer_as_in_a_hand_written_loop():
+    """``update_extra_args(params, batch)`` is passed to ``optimizer.update`` at every step: TrAct
+    on the first kernel fed the minibatch inputs equals the loop that calls ``update`` with them
+    on the same batches; a non-callable is named."""
+    from landscape import optim
+
+    loss_fn, _, ds = _problem(n=24)
+    loss = lambda p, b: jnp.mean((jnp.tanh(b["x"] @ p["w"]) @ p["v"] - b["y"]) ** 2)  # noqa: E731
+    params = {"w": 0.3 * jax.random.normal(jax.random.key(2), (5, 3)), "v": jnp.ones(3)}
+    opt = optim.tract(0.05, 0.1, kernels={"w": True, "v": False})
+    key = jax.random.key(4)
+    res = train.train(loss, params, opt, ds, key=key, num_steps=6, batch_size=8,
+                      update_extra_args=lambda p, b: {"tract_inputs": b["x"]})
+    p, state = params, opt.init(params)
+    for s in range(6):
+        batch = train.batch_at(ds, s, jax.random.split(key)[0], 8)
+        upd, state = opt.update(jax.grad(loss)(p, batch), state, p, tract_inputs=batch["x"])
+        p = optax.apply_updates(p, upd)
+    chex.assert_trees_all_close(res.params, p, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="update_extra_args"):
+        train.train(loss, params, opt, ds, key=key, num_steps=1, update_extra_args={"a": 1})
 
 
 def test_probe_trace_survives_resume(tmp_path):
