@@ -22,6 +22,9 @@ runs on a CPU, a transcription of the published algorithm), and against the opta
 * ``gn_smoothness`` and ``gn_smoothness_step`` (Semenov, Jaggi, Doikov 2025): regularised
   Newton steps set by gradient-normalised smoothness.
 * ``tract`` (Petersen et al. 2024): the first layer's update on its pre-activations.
+* ``protocol``: the scoring of a fair comparison in the style of AlgoPerf (quasi-random
+  search, steps to a fixed target, median over studies, performance profiles, Wortsman et
+  al.'s learning-rate sensitivity), used by the experiment ``optimizer_comparison``.
 * ``adabelief`` (Zhuang et al. 2020) and ``noisy_sgd`` (gradient noise, Neelakantan et al.
   2015) are optax's own, re-exported for the comparisons.
 """
@@ -45,6 +48,7 @@ from landscape.optim.dct import (
     dct_init,
     dct_project,
     dct_project_back,
+    dct_projector,
     dct_side,
     dct_update,
     scale_by_dct_adamw,
@@ -70,6 +74,13 @@ from landscape.optim.mfac import (
     scale_by_mfac,
 )
 from landscape.optim.projection import Projector, svd_projector
+from landscape.optim.protocol import (
+    lr_sensitivity,
+    performance_profile,
+    quasi_random_trials,
+    steps_to_target,
+    workload_score,
+)
 from landscape.optim.sgd_sai import SGDSaIState, gradient_snr, scale_by_sgd_sai, sgd_sai
 from landscape.optim.spam import SpamState, scale_by_spam, spam
 from landscape.optim.tract import (
@@ -85,7 +96,7 @@ __all__ = [
     "BATCH_SIZE_TESTS", "AdaGradNormState", "AdaptiveBatchResult", "adagrad_norm",
     "adaptive_batch_train", "next_batch_size", "scale_by_adagrad_norm",
     "DCTAdamWState", "dct_adamw", "dct_basis", "dct_init", "dct_project", "dct_project_back",
-    "dct_side", "dct_update", "scale_by_dct_adamw",
+    "dct_projector", "dct_side", "dct_update", "scale_by_dct_adamw",
     "DiffGradState", "diffgrad", "scale_by_diffgrad",
     "FiraState", "fira", "scale_by_fira",
     "FrugalState", "frugal", "scale_by_frugal",
@@ -93,6 +104,8 @@ __all__ = [
     "gn_smoothness_step", "scale_by_gn_smoothness",
     "MFACCoefficients", "MFACState", "mfac", "mfac_coefficients", "mfac_ihvp", "scale_by_mfac",
     "Projector", "svd_projector",
+    "lr_sensitivity", "performance_profile", "quasi_random_trials", "steps_to_target",
+    "workload_score",
     "SGDSaIState", "gradient_snr", "scale_by_sgd_sai", "sgd_sai",
     "SpamState", "scale_by_spam", "spam",
     "TrActState", "conv_patches", "scale_by_tract", "tract", "tract_precondition",
