@@ -858,6 +858,77 @@ def _opposing_signals(E, cfg, m):
     np.testing.assert_allclose(m["sharpness"][0], np.linalg.eigvalsh(H)[-1], rtol=1e-3)
 
 
+def _optimizer_comparison(E, cfg, m):
+    """Shapes; every score re-derived from the stored curves with independent NumPy code
+    (steps to target, median of the studies' best, the profile by counting); the defaults run of
+    the first optimizer equals the same optimizer trained by ``landscape.train.train`` alone
+    (not vmapped) with the same key; the state bytes equal the leaves of ``init``."""
+    O, W = len(cfg.optimizers), len(cfg.workloads)
+    S, T, G = cfg.num_studies, cfg.trials_per_study, cfg.sensitivity_points
+    for key in ("scores", "default_scores", "tuned_final", "default_final", "sensitivity",
+                "state_bytes", "state_ratio"):
+        assert np.asarray(m[key]).shape == (O, W), key
+    ratios = np.asarray(m["ratios"])
+    assert ratios[0] == 1 and ratios[-1] == cfg.max_ratio
+    assert m["summary"]["targets_match_sweep"]  # the smoke config scores against its sweep
+    for j, w in enumerate(cfg.workloads):
+        c = m["curves"][w]
+        steps = np.asarray(c["steps"])
+        np.testing.assert_array_equal(steps, np.arange(cfg.num_evals + 1)
+                                      * (cfg.num_steps[j] // cfg.num_evals))
+        # the target: the target_rank-th best of the sweep trials' best metric
+        best = np.sort(np.asarray(c["sweep_best"]).ravel())
+        assert m["sweep_targets"][j] == pytest.approx(best[cfg.target_rank - 1])
+        target = m["targets"][j]
+        times = np.asarray(c["trial_times"])
+        final = np.asarray(c["trial_final"])
+        assert times.shape == final.shape == (O, S, T)
+        curves = np.asarray(c["trial_curves"])
+        assert curves.shape == (O, S, T, len(steps))
+        np.testing.assert_array_equal(final, curves[..., -1])
+        for i in range(O):
+            assert np.asarray(c["grid_lr"])[i].shape == (G,)
+            for s in range(S):
+                for t in range(T):
+                    hit = np.flatnonzero(curves[i, s, t] <= target)
+                    assert times[i, s, t] == (steps[hit[0]] if hit.size else np.inf)
+            study_best = np.sort(times[i].min(axis=1))
+            mid = study_best[(S - 1) // 2] if S % 2 else (
+                np.inf if np.isinf(study_best[S // 2]) else study_best[S // 2 - 1:S // 2 + 1]
+                .mean())
+            assert m["scores"][i][j] == mid
+            d = np.asarray(c["default_curve"])[i]
+            hit = np.flatnonzero(d <= target)
+            assert m["default_scores"][i][j] == (steps[hit[0]] if hit.size else np.inf)
+            assert m["default_final"][i][j] == d[-1]
+            best_final = np.sort(np.where(np.isnan(final[i]), np.inf, final[i]).min(axis=1))
+            want = best_final[(S - 1) // 2] if S % 2 else best_final[S // 2 - 1:S // 2 + 1].mean()
+            assert m["tuned_final"][i][j] == pytest.approx(want, nan_ok=True) or (
+                np.isnan(m["tuned_final"][i][j]) and not np.isfinite(want))
+    # profile: fraction of workloads within r of the best, counted directly
+    sc = np.asarray(m["scores"])
+    for i in range(O):
+        for k, r in enumerate(ratios):
+            ok = [np.isfinite(sc[i, j]) and sc[i, j] <= r * sc[:, j].min() for j in range(W)]
+            assert m["profile"][i][k] == pytest.approx(np.mean(ok))
+    # the vmapped defaults run equals a plain training run of the same optimizer
+    from landscape import train
+
+    name, w = cfg.optimizers[0], cfg.workloads[0]
+    wl = E.workload(w, cfg)
+    c0 = E.CANDIDATES[name]
+    opt = E.factory(name, wl, cfg, cfg.num_steps[0])(c0.default_lr, 0.0, c0.default_own)
+    n_runs = 1 + G + S * T
+    key = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed),
+                                              E._salt(w, name, "trials")), n_runs)[0]
+    res = train.train(wl.loss_fn, wl.params, opt, wl.train, key=key,
+                      num_steps=cfg.num_steps[0], batch_size=cfg.batch_size[0], progress=False)
+    err = float(wl.eval_fn(res.params, wl.val))
+    assert abs(err - np.asarray(m["curves"][w]["default_curve"])[0][-1]) <= 1.5 / cfg.val_size
+    leaves = jax.tree.leaves(opt.init(wl.params))
+    assert m["state_bytes"][0][0] == sum(np.asarray(x).nbytes for x in leaves)
+
+
 CHECKS = {
     "adaptive_eos": _adaptive_eos,
     "barrier_vs_training": _barrier_vs_training,
@@ -877,6 +948,7 @@ CHECKS = {
     "matching_anatomy": _matching_anatomy,
     "merging": _merging,
     "opposing_signals": _opposing_signals,
+    "optimizer_comparison": _optimizer_comparison,
     "surfaces": _surfaces,
     "svm_convergence": _svm_convergence,
     "svm_local": _svm_local,
