@@ -41,6 +41,7 @@ REGISTRY: dict[str, str] = {
     "matching_anatomy": "experiments.matching_anatomy",
     "merging": "experiments.merging",
     "opposing_signals": "experiments.opposing_signals",
+    "optimizer_checks": "experiments.optimizer_checks",
     "optimizer_comparison": "experiments.optimizer_comparison",
     "surfaces": "experiments.surfaces",
     "svm_convergence": "experiments.svm_convergence",

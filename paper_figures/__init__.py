@@ -46,6 +46,7 @@ REGISTRY: dict[str, str] = {
     "matching_anatomy": "paper_figures.matching_anatomy",
     "merging": "paper_figures.merging",
     "opposing_signals": "paper_figures.opposing_signals",
+    "optimizer_checks": "paper_figures.optimizer_checks",
     "optimizer_comparison": "paper_figures.optimizer_comparison",
     "surfaces": "paper_figures.surfaces",
     "svm_convergence": "paper_figures.svm_convergence",
