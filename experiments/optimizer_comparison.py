@@ -22,6 +22,10 @@ cut to what a 2-core CPU affords; the scoring functions are ``landscape.optim.pr
   optimizers=adamw,sgd_momentum targets=``), before any other optimizer ran; every run repeats
   the sweep (same seeds) and reports the targets it gives as ``sweep_targets`` next to the ones
   scored against, and ``targets=()`` scores against the run's own sweep (the smoke config).
+  Every score is also given at *relaxed* targets from the same sweep by the same rule, the
+  ``relaxed_rank``-th best (the median baseline trial by default): a target most tuned
+  baselines reach, at which the step counts, not only the reachability, separate the
+  optimizers.
 * **Equal tuning budget.** Every optimizer gets ``num_studies`` independent studies of
   ``trials_per_study`` quasi-random trials (scrambled Halton) over its peak learning rate
   (log-uniform over ``[default / 30, default * 30]`` around the authors' recommended rate), the
@@ -122,6 +126,7 @@ class Config:
     targets: tuple[float, ...] = (0.354, 0.013927576, 1.5247118)
     sweep_trials: int = 16
     target_rank: int = 3
+    relaxed_rank: int = 16
     num_studies: int = 3
     trials_per_study: int = 5
     sensitivity_points: int = 7
@@ -147,13 +152,15 @@ class Config:
         # 1 default + 1 grid point + 2 x 1 trials = 4 runs = sweep_trials: one program shape
         return cls(workloads=("mlp_mnist1d",), optimizers=("adamw", "sgd_momentum"), targets=(),
                    num_steps=(40,), num_evals=4, batch_size=(16,), sweep_trials=4,
-                   target_rank=2, num_studies=2, trials_per_study=1, sensitivity_points=1,
+                   target_rank=2, relaxed_rank=4, num_studies=2, trials_per_study=1,
+                   sensitivity_points=1,
                    mlp_width=8, mlp_depth=1, mnist1d_train=200, val_size=100)
 
     def __post_init__(self):
         """Reject values ``run`` cannot use before any work (``make_config`` reports them)."""
         check_fields(self, positive=("num_steps", "num_evals", "batch_size", "sweep_trials",
-                                     "target_rank", "num_studies", "trials_per_study",
+                                     "target_rank", "relaxed_rank", "num_studies",
+                                     "trials_per_study",
                                      "sensitivity_points", "mlp_width", "mlp_depth",
                                      "mnist1d_train", "cnn_width", "lm_vocab", "lm_seq_len",
                                      "lm_d_model", "lm_train", "lm_concentration", "val_size",
@@ -177,6 +184,10 @@ class Config:
         if self.targets and len(self.targets) != len(self.workloads):
             raise ValueError(f"config key 'targets' needs one entry per workload or none; got "
                              f"{self.targets}")
+        if not self.target_rank <= self.relaxed_rank <= 2 * self.sweep_trials:
+            raise ValueError(f"config key 'relaxed_rank' must be in [target_rank, 2 * "
+                             f"sweep_trials] = [{self.target_rank}, {2 * self.sweep_trials}]; "
+                             f"got {self.relaxed_rank}")
         if self.target_rank > 2 * self.sweep_trials:
             raise ValueError(f"config key 'target_rank' must be at most the sweep's trials "
                              f"(2 * sweep_trials = {2 * self.sweep_trials}); got "
@@ -374,9 +385,12 @@ def state_bytes(name: str, wl: Workload, config: Config) -> int:
     """Bytes of the optimizer state at the defaults (shapes only, nothing is allocated)."""
     c = CANDIDATES[name]
     opt = factory(name, wl, config, 100)(c.default_lr, 0.0, c.default_own)
-    shapes = jax.eval_shape(opt.init, wl.params)
-    return int(sum(np.prod(s.shape) * np.dtype(s.dtype).itemsize
-                   for s in jax.tree.leaves(shapes)))
+    def nbytes(s):
+        if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):  # a typed key: its key data
+            s = jax.eval_shape(jax.random.key_data, s)
+        return int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
+
+    return sum(nbytes(s) for s in jax.tree.leaves(jax.eval_shape(opt.init, wl.params)))
 
 
 # ------------------------------------------------------------------------------ training
@@ -540,6 +554,7 @@ def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     ctx = ctx or RunContext.ephemeral()
     ratios = np.linspace(1.0, config.max_ratio, 61)
     per_wl, targets, sweep_targets, floors, metric_names = [], [], [], [], []
+    relaxed, relaxed_targets = [], []
     state_b, param_b, num_params, curves = [], [], [], {}
     for i, (wname, num_steps, batch) in enumerate(zip(config.workloads, config.num_steps,
                                                       config.batch_size)):
@@ -556,6 +571,9 @@ def run(config: Config, ctx: RunContext | None = None) -> Metrics:
                 for name in config.optimizers}
         sc = score_workload(config, wname, runs, target, steps)
         per_wl.append(sc)
+        relaxed_targets.append(target_from_sweep([s["curves"] for s in sweeps],
+                                                 config.relaxed_rank))
+        relaxed.append(score_workload(config, wname, runs, relaxed_targets[-1], steps))
         targets.append(target)
         sweep_targets.append(sweep_target)
         floors.append(wl.floor)
@@ -578,39 +596,55 @@ def run(config: Config, ctx: RunContext | None = None) -> Metrics:
     adamw = config.optimizers.index("adamw")
     profile = protocol.performance_profile(scores, ratios)
     default_profile = protocol.performance_profile(default_scores, ratios)
+    r_scores = np.stack([w["score"] for w in relaxed], axis=1)
+    r_default = np.stack([w["default_score"] for w in relaxed], axis=1)
+    r_profile = protocol.performance_profile(r_scores, ratios)
+    r_default_profile = protocol.performance_profile(r_default, ratios)
     metrics: Metrics = {
         "optimizers": list(config.optimizers), "workloads": list(config.workloads),
         "metric_names": metric_names, "targets": targets, "sweep_targets": sweep_targets,
         "floors": floors, "ratios": ratios, "scores": scores, "default_scores": default_scores,
         "profile": profile, "default_profile": default_profile,
+        "relaxed_targets": relaxed_targets, "relaxed_scores": r_scores,
+        "relaxed_default_scores": r_default, "relaxed_profile": r_profile,
+        "relaxed_default_profile": r_default_profile,
         "tuned_final": stack("tuned_final"), "default_final": stack("default_final"),
         "sensitivity": stack("sensitivity"), "state_bytes": state_bytes_arr,
         "state_ratio": state_bytes_arr / state_bytes_arr[adamw][None, :],
         "param_bytes": param_b, "num_params": num_params, "curves": curves,
         "summary": summarize(config, scores, default_scores, profile, default_profile, ratios,
-                             targets, sweep_targets)}
+                             targets, sweep_targets, r_scores, r_default, r_profile,
+                             r_default_profile)}
     return metrics
 
 
 def summarize(config, scores, default_scores, profile, default_profile, ratios, targets,
-              sweep_targets) -> dict:
+              sweep_targets, r_scores, r_default, r_profile, r_default_profile) -> dict:
     names = list(config.optimizers)
     area = lambda p: np.trapezoid(p, ratios, axis=1) / (ratios[-1] - ratios[0]) if len(  # noqa: E731
         ratios) > 1 else p[:, 0]
-    fastest = []
-    for w in range(scores.shape[1]):
-        col = scores[:, w]
-        fastest.append([names[i] for i in np.flatnonzero(col == col.min())]
-                       if np.isfinite(col.min()) else [])
+
+    def fastest(sc):
+        out = {}
+        for w, wname in enumerate(config.workloads):
+            col = sc[:, w]
+            out[wname] = ([names[i] for i in np.flatnonzero(col == col.min())]
+                          if np.isfinite(col.min()) else [])
+        return out
+
+    per = lambda values: {n: v for n, v in zip(names, values)}  # noqa: E731
+    solved = lambda sc: per(int(v) for v in np.isfinite(sc).sum(axis=1))  # noqa: E731
     return {
-        "solved": {n: int(np.isfinite(scores[i]).sum()) for i, n in enumerate(names)},
-        "default_solved": {n: int(np.isfinite(default_scores[i]).sum())
-                           for i, n in enumerate(names)},
-        "profile_at_1": {n: float(profile[i, 0]) for i, n in enumerate(names)},
-        "profile_at_max": {n: float(profile[i, -1]) for i, n in enumerate(names)},
-        "profile_area": {n: float(a) for n, a in zip(names, area(profile))},
-        "default_profile_area": {n: float(a) for n, a in zip(names, area(default_profile))},
-        "fastest": dict(zip(config.workloads, fastest)),
+        "solved": solved(scores), "default_solved": solved(default_scores),
+        "profile_at_1": per(float(v) for v in profile[:, 0]),
+        "profile_at_max": per(float(v) for v in profile[:, -1]),
+        "profile_area": per(float(a) for a in area(profile)),
+        "default_profile_area": per(float(a) for a in area(default_profile)),
+        "fastest": fastest(scores),
+        "relaxed_solved": solved(r_scores), "relaxed_default_solved": solved(r_default),
+        "relaxed_profile_area": per(float(a) for a in area(r_profile)),
+        "relaxed_default_profile_area": per(float(a) for a in area(r_default_profile)),
+        "relaxed_fastest": fastest(r_scores),
         "targets_from_config": bool(config.targets),
         "targets_match_sweep": bool(np.allclose(targets, sweep_targets, rtol=1e-6,
                                                 atol=1e-9)),

@@ -38,6 +38,11 @@ class Summary(TypedDict):
     profile_area: dict[str, float]  #: optimizer -> mean of the tuned profile over [1, max_ratio]
     default_profile_area: dict[str, float]  #: the same for the defaults profile
     fastest: dict[str, list[str]]  #: workload -> the optimizers with the lowest score
+    relaxed_solved: dict[str, int]  #: as solved, at the relaxed targets
+    relaxed_default_solved: dict[str, int]  #: as default_solved, at the relaxed targets
+    relaxed_profile_area: dict[str, float]  #: as profile_area, at the relaxed targets
+    relaxed_default_profile_area: dict[str, float]  #: as default_profile_area, relaxed
+    relaxed_fastest: dict[str, list[str]]  #: as fastest, at the relaxed targets
     targets_from_config: bool  #: the targets scored against are config.targets
     targets_match_sweep: bool  #: they equal the targets this run's sweep gives
 
@@ -56,6 +61,12 @@ class Metrics(TypedDict):
     default_profile: np.ndarray  #: [optimizer, ratio] performance profile of the defaults
     #: [optimizer, workload] median over studies of the study's best final metric (nan: the
     #: median study diverged in every trial)
+    #: [workload] the relaxed targets: the sweep's relaxed_rank-th best (same rule)
+    relaxed_targets: list[float]
+    relaxed_scores: np.ndarray  #: [optimizer, workload] as scores, at the relaxed targets
+    relaxed_default_scores: np.ndarray  #: [optimizer, workload] as default_scores, relaxed
+    relaxed_profile: np.ndarray  #: [optimizer, ratio] profile of relaxed_scores
+    relaxed_default_profile: np.ndarray  #: [optimizer, ratio] profile of relaxed_default_scores
     tuned_final: np.ndarray
     default_final: np.ndarray  #: [optimizer, workload] final metric of the defaults run
     sensitivity: np.ndarray  #: [optimizer, workload] Wortsman et al.'s lr sensitivity
