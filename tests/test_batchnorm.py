@@ -126,6 +126,7 @@ def _warnings_of(fn):
     return [w for w in rec if issubclass(w.category, FrozenBatchStatsWarning)]
 
 
+@pytest.mark.single_dtype  # a warning's logic: the same in both dtypes
 def test_training_an_eval_mode_batchnorm_loss_warns_once_per_compilation():
     model, ds = _cnn(seed=1), _digits()
     lf, p, _ = loss_fn(model, mode="eval")
@@ -144,6 +145,7 @@ def test_training_an_eval_mode_batchnorm_loss_warns_once_per_compilation():
     assert len(got) == 1
 
 
+@pytest.mark.single_dtype  # a warning's logic: the same in both dtypes
 def test_no_warning_without_batchnorm_or_outside_training():
     ds = _digits(64)
     lf, p, s = loss_fn(_cnn(norm=None), mode="eval")
