@@ -9,12 +9,35 @@ the params after every step are compared. The PyTorch side sets ``p.grad`` and c
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+
+def import_fira(monkeypatch):
+    """``(torch, fira.fira_adamw, fira.gradient_projection)``, skipping when missing.
+
+    ``fira`` imports ``transformers.utils.versions.require_version`` at the top of its package
+    and never calls it on the optimizer's path; when transformers is not installed a stub module
+    stands in for it (through ``monkeypatch``, so it is gone after the test)."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    try:
+        import transformers.utils.versions  # noqa: F401
+    except ImportError:
+        stub = types.ModuleType("transformers.utils.versions")
+        stub.require_version = lambda *a, **k: None
+        for name in ("transformers", "transformers.utils"):
+            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+        monkeypatch.setitem(sys.modules, "transformers.utils.versions", stub)
+    return (torch, pytest.importorskip("fira.fira_adamw"),
+            pytest.importorskip("fira.gradient_projection"))
 
 
 def gradients(shapes: dict, num_steps: int, *, seed: int = 0, spikes: tuple = ()) -> list:

@@ -17,9 +17,6 @@ the authors' code) with the DCT selection is the oracle.
 
 from __future__ import annotations
 
-import sys
-import types
-
 import _optim_conventions as conv
 import _optim_reference as ref
 import jax
@@ -101,17 +98,7 @@ def test_projector_full_rank_and_errors():
 
 def _fira_reference(monkeypatch):
     """``FiraAdamW`` with the DCT selection in place of its SVD."""
-    torch = pytest.importorskip("torch")
-    try:
-        import transformers.utils.versions  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("transformers.utils.versions")
-        stub.require_version = lambda *a, **k: None
-        for name in ("transformers", "transformers.utils"):
-            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-        monkeypatch.setitem(sys.modules, "transformers.utils.versions", stub)
-    fira_adamw = pytest.importorskip("fira.fira_adamw")
-    projection = pytest.importorskip("fira.gradient_projection")
+    torch, fira_adamw, projection = ref.import_fira(monkeypatch)
 
     def dct_matrix(self, weights, rank, type):
         right = type == "right"

@@ -16,9 +16,6 @@ are carried over into the new basis.
 
 from __future__ import annotations
 
-import sys
-import types
-
 import _optim_conventions as conv
 import _optim_reference as ref
 import jax
@@ -44,17 +41,7 @@ def _np_fix_signs(q):
 
 
 def _reference(monkeypatch, align_signs: bool, **hp):
-    torch = pytest.importorskip("torch")
-    try:
-        import transformers.utils.versions  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("transformers.utils.versions")
-        stub.require_version = lambda *a, **k: None
-        for name in ("transformers", "transformers.utils"):
-            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-        monkeypatch.setitem(sys.modules, "transformers.utils.versions", stub)
-    fira_adamw = pytest.importorskip("fira.fira_adamw")
-    projection = pytest.importorskip("fira.gradient_projection")
+    torch, fira_adamw, projection = ref.import_fira(monkeypatch)
 
     def orthogonal_matrix(self, weights, rank, type):
         u, _, vh = torch.linalg.svd(weights, full_matrices=False)
