@@ -14,12 +14,6 @@ JAX_CACHE := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/$(VENV)/jax-cache \
 
 REQUIRE := LANDSCAPE_REQUIRE_REFERENCES=1
 
-# The suite's time is mostly XLA compiling small programs that then run for milliseconds; the CPU
-# backend's LLVM optimisation level 0 compiles them about 30 % faster (measured on the sharpness
-# tests and two experiment smokes: 139 s instead of 206 s of CPU) and changes no result the tests
-# check (no fast-math either way). Figures and benchmarks keep XLA's default level.
-FAST_COMPILE := XLA_FLAGS="$(XLA_FLAGS) --xla_backend_optimization_level=0"
-
 .PHONY: test test-x32 test-x64 figures figures-smoke bench lint clean
 
 $(PY):
@@ -53,14 +47,14 @@ $(VENV)/.compare-installed: $(VENV)/.reference-installed
 
 ## make test: the whole suite, in float32 and again with JAX_ENABLE_X64=1.
 test: $(VENV)/.reference-installed
-	$(JAX_CACHE) $(REQUIRE) $(FAST_COMPILE) JAX_ENABLE_X64=0 $(PYTEST) tests
-	$(JAX_CACHE) $(REQUIRE) $(FAST_COMPILE) JAX_ENABLE_X64=1 $(PYTEST) tests
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=0 $(PYTEST) tests
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=1 $(PYTEST) tests
 
 test-x32: $(VENV)/.reference-installed
-	$(JAX_CACHE) $(REQUIRE) $(FAST_COMPILE) JAX_ENABLE_X64=0 $(PYTEST) tests
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=0 $(PYTEST) tests
 
 test-x64: $(VENV)/.reference-installed
-	$(JAX_CACHE) $(REQUIRE) $(FAST_COMPILE) JAX_ENABLE_X64=1 $(PYTEST) tests
+	$(JAX_CACHE) $(REQUIRE) JAX_ENABLE_X64=1 $(PYTEST) tests
 
 ## make figures: run every missing result (default configs), then draw paper_figures/out/*.
 figures: $(VENV)/.dev-installed
