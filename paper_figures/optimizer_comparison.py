@@ -40,18 +40,18 @@ def draw(results: Mapping[str, Result], out_dir: Path) -> list[Path]:
     ratios = np.asarray(m["ratios"])
     fig, axes = plotting.figure(nrows=2, ncols=3, width=3.4, height=2.7)
     axes = np.asarray(axes).reshape(2, 3)
-    panels = ((axes[0, 0], "profile", "targets"), (axes[0, 1], "relaxed_profile", "relaxed"),
+    panels = ((axes[0, 0], "profile", "strict"), (axes[0, 1], "relaxed_profile", "relaxed"),
               (axes[0, 2], "relaxed_default_profile", "relaxed"))
     for ax, key, which in panels:
         prof = np.asarray(m[key])
         for i, n in enumerate(names):
-            jitter = 0.006 * (i - len(names) / 2)  # keep overlapping steps apart
+            jitter = 0.004 * (i - len(names) / 2)  # keep overlapping steps apart
             ax.step(ratios, prof[i] + jitter, where="post", lw=1.1, label=n, **_style(i))
         ax.set_xlim(ratios[0], ratios[-1])
         ax.set_ylim(-0.05, 1.08)
         ax.set_xlabel("r (steps / fastest steps)")
         ax.set_ylabel("fraction of workloads solved")
-        tgt = ", ".join(f"{t:.3g}" for t in m[which if which == "targets" else
+        tgt = ", ".join(f"{t:.3g}" for t in m["targets" if which == "strict" else
                                                "relaxed_targets"])
         kind = "defaults" if "default" in key else "tuned"
         ax.set_title(f"{kind}, {which} targets ({tgt})", fontsize=7)
