@@ -72,6 +72,11 @@ bench: $(VENV)/.compare-installed
 	$(PY) benchmarks/sharpness_tracking.py
 	$(PY) benchmarks/gradient_stats.py
 	$(PY) benchmarks/optimizers.py
+	$(PY) benchmarks/curvature_scale.py
+	@if $(PY) -c "import jax, sys; sys.exit(jax.default_backend() == 'cpu')"; then \
+		$(PY) benchmarks/gpu.py | tee bench_results/gpu.jsonl; \
+		$(PY) benchmarks/gpu.py --compute-dtype bfloat16 | tee -a bench_results/gpu.jsonl; \
+	else echo "benchmarks/gpu.py: no accelerator, skipped"; fi
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .

@@ -5,9 +5,10 @@ The device count is fixed when JAX starts, so the check runs in a subprocess wit
 ``NamedSharding(mesh, P("data"))`` (no padding), and 23 examples through
 ``parallel.shard_dataset``, which pads to 24 with a zero-weight copy of the last example. Every
 dataset consumer (curvature products, the dataset mean, an interpolation path, the sharpness,
-the per-example gradient statistics, compared element by element) must give the exact mean
-over the real examples: the one-device reference is computed on the unpadded data, and results
-must match to ``1e-12`` relative in float64, since only the summation order differs. Including
+the SLQ spectral density, the per-example gradient statistics, compared element by element)
+must give the exact mean over the real examples: the one-device reference is computed on the
+unpadded data, and results must match to ``1e-12`` relative in float64, since only the
+summation order differs. Including
 the padding row would be off by far more (the padded row carries 1/24 of the weight). It runs
 in the float64 pass only (``float64_only``): float32 would run the same code at a tolerance of
 ``1e-5``, and the subprocess compiles every consumer twice (50 s).
@@ -31,7 +32,7 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from test_curvature_oracles import apply_fn, loss_fn_for, make_data, make_params
-from landscape import batching, connectivity, curvature, dynamics, parallel
+from landscape import batching, connectivity, curvature, dynamics, parallel, spectral
 
 assert jax.device_count() == 4, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -78,6 +79,12 @@ for n, layout in ((24, "device_put"), (23, "shard_dataset")):
             top = lambda d: dynamics.sharpness(lf, params, d, key=jax.random.key(5), k=2,
                                                batch_size=5).eigenvalues
             out[f"{tag}/sharpness"] = rel(top(data), top(sharded))
+            # the SLQ density (nodes and weights of 2 probes x 8 Lanczos steps)
+            slq = lambda d: spectral.density(curvature.hessian(lf, params, d, batch_size=5),
+                                             key=jax.random.key(4), num_probes=2, num_steps=8)
+            a, b = slq(data), slq(sharded)
+            out[f"{tag}/density_nodes"] = rel(a.nodes, b.nodes)
+            out[f"{tag}/density_weights"] = rel(a.weights, b.weights)
         if kind == "mse":  # per-example statistics: the same on 1 and 4 devices
             def stats(d):
                 st = dynamics.gradient_statistics(lf, params, d, chunk_size=5)
@@ -104,7 +111,7 @@ def test_sharded_dataset_matches_single_device():
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT")][-1]
     diffs = json.loads(line[len("RESULT") :])
-    assert len(diffs) == 2 * 2 * 6 + 1 + 2
+    assert len(diffs) == 2 * 2 * 6 + 1 + 2 + 2
     tol = 1e-12 if jax.config.jax_enable_x64 else 1e-5
     # eigenvalues converge to eigsh's tolerance (1e-9 / 1e-5 relative) from either operator
     tol_eig = 1e-9 if jax.config.jax_enable_x64 else 1e-4

@@ -1080,12 +1080,161 @@ def _optimizer_comparison(E, cfg, m):
     assert m["state_bytes"][0][0] == sum(np.asarray(x).nbytes for x in leaves)
 
 
+
+def _blockwise_spectra(E, cfg, m):
+    """Smoke-metric checks of ``blockwise_spectra``: shapes from the config; every leaf
+    partition covers the model exactly and every head block has 4 d^2 / H entries; SLQ weights
+    are probability vectors; the top eigenvalue (certified) is at least every SLQ node of its
+    block; the stored densities are recomputed with NumPy from the stored nodes (asinh axis,
+    common grid, Gaussian width sigma_rel * node range) and the JS matrix and its mean with
+    scipy's ``jensenshannon`` on them; the corpus is pinned by its sha256."""
+    from scipy.spatial.distance import jensenshannon
+
+    from landscape import plotting
+
+    models = m["models"]
+    assert set(models) == set(cfg.models)
+    d, H = cfg.d_model, cfg.n_heads
+    for name, mod in models.items():
+        for when in ("init", "trained"):
+            snap = mod[when]
+            assert _finite(snap["train_loss"])
+            parts = {"leaf": snap["leaf"]}
+            if name == "transformer":
+                parts["heads"] = snap["heads"]
+                assert len(snap["heads"]["names"]) == cfg.n_layers * H
+                assert np.all(np.asarray(snap["heads"]["dims"]) == 4 * d * d // H)
+            else:
+                assert "heads" not in snap
+            assert int(np.sum(snap["leaf"]["dims"])) == mod["num_params"]  # exact partition
+            for p in parts.values():
+                B = len(p["names"])
+                nodes, weights = np.asarray(p["nodes"]), np.asarray(p["weights"])
+                assert nodes.shape == weights.shape == (B, cfg.num_probes, cfg.num_steps_slq)
+                np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-4)
+                top, res = np.asarray(p["top_eigenvalues"]), np.asarray(p["top_residuals"])
+                assert top.shape == res.shape == (B, cfg.top_k) and _finite(top)
+                if cfg.top_k:  # the smoke config skips eigsh (tests/test_blockwise.py runs it)
+                    scale = np.max(np.abs(nodes))
+                    assert np.all(top[:, 0] + res[:, 0] >= nodes.max(axis=(1, 2))
+                                  - 1e-4 * scale)
+                # densities on the common asinh grid, recomputed
+                tau = cfg.tau_rel * np.median(np.abs(nodes).max(axis=(1, 2)))
+                assert p["tau"] == pytest.approx(tau, rel=1e-5)
+                x = np.arcsinh(nodes / tau)
+                sigma = cfg.sigma_rel * (x.max() - x.min())
+                grid = np.asarray(p["grid"])
+                assert grid.shape == (cfg.num_grid,)
+                np.testing.assert_allclose(grid[[0, -1]], [x.min() - 4 * sigma,
+                                                           x.max() + 4 * sigma], rtol=1e-4,
+                                           atol=1e-4)
+                pdfs = np.stack([plotting.smoothed_density(x[b], weights[b], grid, sigma)
+                                 for b in range(B)])
+                np.testing.assert_allclose(p["pdfs"], pdfs, rtol=1e-3, atol=1e-6 * pdfs.max())
+                js = np.asarray(p["js"])
+                ref = np.array([[jensenshannon(pdfs[b], pdfs[c]) if b != c else 0.0
+                                 for c in range(B)] for b in range(B)])
+                np.testing.assert_allclose(js, ref, atol=2e-3)
+                assert np.all(js >= 0) and np.all(js <= np.sqrt(np.log(2)) + 1e-6)
+                upper = np.triu_indices(B, 1)
+                assert abs(p["mean_js"] - js[upper].mean()) < 1e-5
+                for key in ("mean_js_linear", "mean_js_shape"):
+                    assert 0.0 <= p[key] <= np.sqrt(np.log(2)) + 1e-6
+        steps = np.asarray(mod["loss_history_step"])
+        assert steps.size == np.asarray(mod["loss_history"]).size >= 1
+    if "transformer" in models:
+        corpus = m["corpus"]
+        assert len(corpus["sha256"]) == 64 and corpus["python_version"]
+        assert corpus["vocab_size"] == 97
+
+
+
+def _small_scale_proxies(E, cfg, m):
+    """Smoke-metric checks of ``small_scale_proxies``: shapes from the config; the corpus
+    fingerprint is this interpreter's; the records at step 0 (before any update, the same for
+    every learning rate) equal the initial model's max attention logit, mean log Z and probe
+    loss recomputed from the model; the step-0 minibatch loss of a z-loss variant exceeds the
+    plain one by exactly ``z_loss_coef * mean(log Z^2)`` of that minibatch; the qk-layernorm
+    model starts from the plain model's weights; the divergence
+    flags, the divergence rate, the best rate and the sensitivity re-derived with NumPy."""
+    import jax
+    import jax.numpy as jnp
+
+    from landscape.data import text
+
+    S, V, L = len(cfg.d_models), len(cfg.variants), len(cfg.learning_rates)
+    R = cfg.num_steps // cfg.record_every + 1
+    np.testing.assert_array_equal(m["record_steps"],
+                                  np.append(np.arange(0, cfg.num_steps, cfg.record_every),
+                                            cfg.num_steps))
+    assert m["fingerprint"]["sha256"] == text.corpus_fingerprint()["sha256"]
+    assert m["fingerprint"]["vocab_size"] == text.VOCAB_SIZE
+    assert np.asarray(m["final_loss"]).shape == np.asarray(m["diverged"]).shape == (S, V, L)
+    for key in ("log_z", "max_abs_logit", "probe_loss", "train_loss"):
+        assert np.asarray(m[key]).shape == (S, V, L, R), key
+    attn = np.asarray(m["max_attention_logit"])
+    assert attn.shape == (S, V, L, R, max(cfg.n_layers))
+    assert _finite(m["initial_loss"]) and _finite(attn[..., 0, :])
+    assert set(cfg.variants) == {"plain", "z_loss"} and S == 1
+    # step 0: every learning rate starts from the same weights and batch
+    for key in ("log_z", "max_abs_logit", "probe_loss", "train_loss"):
+        rec0 = np.asarray(m[key])[..., 0]
+        np.testing.assert_allclose(rec0, np.broadcast_to(rec0[..., :1], rec0.shape), rtol=1e-6,
+                                   err_msg=key)
+    tokens = E.corpus(cfg)
+    probe = tokens.valid["tokens"][: cfg.probe_size]
+    batch0 = tokens.train["tokens"][: cfg.batch_size]
+    fm = E.model(cfg, 0, False)  # the smoke variants are plain and z-loss: no qk-layernorm
+
+    @jax.jit
+    def reference(params):
+        net = fm.merge(params)
+        logits = net(probe[:, :-1])
+        lz = jax.nn.logsumexp(logits, axis=-1)
+        ce = jnp.mean(lz - jnp.take_along_axis(logits, probe[:, 1:, None], -1)[..., 0])
+        lz0 = jax.nn.logsumexp(net(batch0[:, :-1]), axis=-1)
+        return (jnp.mean(lz), ce, jnp.max(jnp.abs(logits)), net.max_attention_logit(probe[:, :-1]),
+                jnp.mean(lz0**2))
+
+    log_z, ce, max_abs, max_attn, z_term = reference(fm.params)
+    # the qk-layernorm model starts from the plain model's weights (plus unit LayerNorms)
+    qk = E.model(cfg, 0, True).params
+    jax.tree.map(np.testing.assert_array_equal, fm.params,
+                 {k: v for k, v in qk.items() if k != "blocks"} | {"blocks": {
+                     i: {**b, "attn": {n: a for n, a in b["attn"].items() if "norm" not in n}}
+                     for i, b in qk["blocks"].items()}})
+    np.testing.assert_array_equal(qk["blocks"][0]["attn"]["q_norm"]["scale"], 1.0)
+    for j in range(V):
+        np.testing.assert_allclose(m["log_z"][0, j, 0, 0], log_z, rtol=1e-5)
+        np.testing.assert_allclose(m["probe_loss"][0, j, 0, 0], ce, rtol=1e-5)
+        np.testing.assert_allclose(m["max_abs_logit"][0, j, 0, 0], max_abs, rtol=1e-5)
+        np.testing.assert_allclose(attn[0, j, 0, 0, :cfg.n_layers[0]], max_attn, rtol=1e-5)
+    plain, zl = cfg.variants.index("plain"), cfg.variants.index("z_loss")
+    excess = m["train_loss"][0, zl, 0, 0] - m["train_loss"][0, plain, 0, 0]
+    np.testing.assert_allclose(excess, cfg.z_loss_coef * z_term, rtol=1e-3)
+    final, init = np.asarray(m["final_loss"]), np.asarray(m["initial_loss"])
+    lrs = np.asarray(cfg.learning_rates)
+    bad = ~np.isfinite(final) | (final > init[..., None])
+    np.testing.assert_array_equal(m["diverged"], bad)
+    for s in range(S):
+        for j in range(V):
+            capped = np.minimum(np.where(np.isfinite(final[s, j]), final[s, j], np.inf),
+                                init[s, j])
+            assert m["sensitivity"][s, j] == pytest.approx(capped.mean() - capped.min())
+            want = lrs[bad[s, j]].min() if bad[s, j].any() else np.nan
+            np.testing.assert_equal(m["divergence_lr"][s, j], want)
+            if not bad[s, j].all():
+                ok = np.where(bad[s, j], np.inf, final[s, j])
+                assert m["best_lr"][s, j] == lrs[np.argmin(ok)]
+
+
 CHECKS = {
     "adaptive_eos": _adaptive_eos,
     "barrier_vs_training": _barrier_vs_training,
     "barrier_vs_width": _barrier_vs_width,
     "baselines": _baselines,
     "batch_size_tests": _batch_size_tests,
+    "blockwise_spectra": _blockwise_spectra,
     "central_flow": _central_flow,
     "coherence": _coherence,
     "data_diet": _data_diet,
@@ -1101,6 +1250,7 @@ CHECKS = {
     "opposing_signals": _opposing_signals,
     "optimizer_checks": _optimizer_checks,
     "optimizer_comparison": _optimizer_comparison,
+    "small_scale_proxies": _small_scale_proxies,
     "surfaces": _surfaces,
     "svm_convergence": _svm_convergence,
     "svm_local": _svm_local,
@@ -1187,6 +1337,7 @@ ZERO_ALLOWED = {
     "barrier_vs_training": {"checkpoints", "spawn_steps"},
     "barrier_vs_width": {"ste_max_width"},
     "baselines": {"mlp_depth"},
+    "blockwise_spectra": {"mlp_depth", "top_k"},
     "coherence": {"c", "early_steps"},  # c = 0: the plain mean; early_steps = 0: step 0 only
     "hessian_outliers": {"depth", "num_extra", "dense_check_max_dim", "extra_seeds"},
     "hessian_spectrum": {"mlp_depth", "dense_check_max_dim"},

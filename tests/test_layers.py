@@ -22,10 +22,11 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 LAYER = {
     "validate": 0, "typing": 0, "reprs": 0,
     "_version": 1, "__version__": 1, "tree": 1, "linop": 1, "checkpoint": 1, "models": 1,
+    "conv_rewrite": 1,
     "data": 1,
     "batching": 2, "losses": 2,
     "curvature": 3, "spectral": 3, "train": 3,
-    "connectivity": 4, "attention": 4, "parallel": 4, "nnx": 4, "dynamics": 4,
+    "connectivity": 4, "attention": 4, "blockwise": 4, "parallel": 4, "nnx": 4, "dynamics": 4,
     "optim": 5,
     "experiment": 6, "plotting": 6,
 }

@@ -23,7 +23,7 @@ from landscape import batching, losses, validate
 from landscape import tree as T
 from landscape.batching import check_batch_size
 from landscape.curvature import output_losses as O
-from landscape.curvature.dataset_operator import DatasetOperator
+from landscape.curvature.dataset_operator import DatasetOperator, check_compute_dtype
 from landscape.linop import operator_dataclass, static
 
 __all__ = ["ggn", "OutputCurvatureOperator"]
@@ -49,12 +49,22 @@ class OutputCurvatureOperator(DatasetOperator):
 
     def _batch_sum(self, batch, idx, v_tree):
         x, y = batch["x"], batch["y"]
-        F, f_jvp = jax.linearize(lambda p: self.apply_fn(p, x), self.params)
-        U = O.output_product(
-            self.mode, self.output_loss, F, y, f_jvp(v_tree), idx, self.key, self.num_samples
-        )
-        (g,) = jax.linear_transpose(f_jvp, self.params)(U.astype(F.dtype))
-        return T.ravel(g)[0]
+        if self.compute_dtype is None:
+            F, f_jvp = jax.linearize(lambda p: self.apply_fn(p, x), self.params)
+            U = O.output_product(
+                self.mode, self.output_loss, F, y, f_jvp(v_tree), idx, self.key, self.num_samples
+            )
+            (g,) = jax.linear_transpose(f_jvp, self.params)(U.astype(F.dtype))
+            return T.ravel(g)[0]
+        # mixed precision: the network's linearisation and transpose in compute_dtype, the
+        # (cheap, output-space) loss curvature in the params dtype on the true targets
+        params, rounded, v_tree = self._rounded(batch, v_tree)
+        F, f_jvp = jax.linearize(lambda p: self.apply_fn(p, rounded["x"]), params)
+        wide = lambda a: a.astype(self.dtype)
+        U = O.output_product(self.mode, self.output_loss, wide(F), y, wide(f_jvp(v_tree)), idx,
+                             self.key, self.num_samples)
+        (g,) = jax.linear_transpose(f_jvp, params)(U.astype(F.dtype))
+        return T.ravel(g)[0].astype(self.dtype)
 
 
 def _dataset_loss(apply_fn, kind, params, dataset, batch_size):
@@ -68,13 +78,16 @@ _dataset_loss_jit = jax.jit(_dataset_loss, static_argnums=(0, 1, 4))
 
 
 def build(
-    apply_fn, output_loss, params, dataset, batch_size, mode, key=None, num_samples=1, check=True
+    apply_fn, output_loss, params, dataset, batch_size, mode, key=None, num_samples=1, check=True,
+    compute_dtype=None,
 ):
     """Validate inputs and construct an :class:`OutputCurvatureOperator` (shared builder)."""
     kind = O.canonical(output_loss)
     b = check_batch_size(batch_size, allow_none=False)
     n = batching.check_supervised(dataset)
     validate.check_params(params)
+    dim, dtype = validate.flat_dim_dtype(params)
+    compute = check_compute_dtype(compute_dtype, dtype)
     first = batching.first_batch(dataset, b)
     try:
         out = jax.eval_shape(apply_fn, params, first["x"])
@@ -90,13 +103,14 @@ def build(
     if check and validate.is_concrete((params, dataset)):
         loss = _dataset_loss_jit(apply_fn, kind, params, dataset, b)
         validate.check_finite_value(loss, "the dataset loss")
-    dim, dtype = validate.flat_dim_dtype(params)
     return OutputCurvatureOperator(
         params=params, dataset=dataset, key=key, apply_fn=apply_fn, output_loss=kind, mode=mode,
-        num_samples=num_samples, dim=dim, dtype=dtype, num_examples=n, batch_size=b)
+        num_samples=num_samples, dim=dim, dtype=dtype, num_examples=n, batch_size=b,
+        compute_dtype=compute)
 
 
-def ggn(apply_fn, output_loss, params, dataset, batch_size: int = 256, *, check: bool = True):
+def ggn(apply_fn, output_loss, params, dataset, batch_size: int = 256, *, check: bool = True,
+        compute_dtype=None):
     """Generalised Gauss-Newton matrix ``G = (1/n) sum_i J_i^T H_i J_i`` as a ``LinearOperator``.
 
     Args:
@@ -113,6 +127,12 @@ def ggn(apply_fn, output_loss, params, dataset, batch_size: int = 256, *, check:
         ``ValueError`` naming ``dataset['y']`` (skipped when the labels are traced).
       batch_size: positive int, examples per batch in the product loop (exact for any value).
       check: evaluate the dataset loss once and raise if it is not finite.
+      compute_dtype: ``None`` (full precision) or a narrower floating dtype such as
+        ``jnp.bfloat16`` (mixed precision): each batch's network linearisation (forward pass,
+        ``J v``) and transposed product (``J^T u``) run on params, vector and inputs rounded to
+        it, while the output-space curvature ``H_i`` (cheap) is applied in the params dtype to
+        the true targets, and the batch's product is cast back to the params dtype before the
+        sum over batches. Details and expected error as in :func:`landscape.curvature.hessian`.
 
     Returns:
       An operator over ``ravel_pytree(params)`` coordinates (``dim``, ``dtype``, ``matvec``,
@@ -123,4 +143,5 @@ def ggn(apply_fn, output_loss, params, dataset, batch_size: int = 256, *, check:
     References: Schraudolph (2002); Martens (2020), "New insights and perspectives on the
     natural gradient method" (GGN = Fisher for exponential-family output losses).
     """
-    return build(apply_fn, output_loss, params, dataset, batch_size, "ggn", check=check)
+    return build(apply_fn, output_loss, params, dataset, batch_size, "ggn", check=check,
+                 compute_dtype=compute_dtype)
