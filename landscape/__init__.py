@@ -17,6 +17,7 @@ _SUBMODULES = (
     "blockwise",
     "checkpoint",
     "connectivity",
+    "conv_rewrite",
     "curvature",
     "data",
     "dynamics",

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from landscape import reprs, validate
-from landscape.spectral import _inputs
+from landscape.spectral import _inputs, _loop_operator
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, tridiagonal
 
 __all__ = ["SpectralDensity", "density"]
@@ -88,7 +88,7 @@ class SpectralDensity(NamedTuple):
 
 def density(op, *, key, num_probes: int = 10, num_steps: int = 80,
             reorthogonalize: bool = True, dim: int | None = None,
-            dtype=None) -> SpectralDensity:
+            dtype=None, rewrite_convs: bool | None = None) -> SpectralDensity:
     """Stochastic Lanczos quadrature estimate of the spectral density of ``op``.
 
     Args:
@@ -100,6 +100,9 @@ def density(op, *, key, num_probes: int = 10, num_steps: int = 80,
       reorthogonalize: full reorthogonalisation (recommended; see module docstring).
       dim: dimension of a bare ``matvec`` callable (required then).
       dtype: dtype of a bare callable's vectors (default: JAX's default float dtype).
+      rewrite_convs: run the products with their convolutions in XLA:CPU's fast form
+        (``landscape.conv_rewrite``); ``None`` (default): exactly when the backend is CPU and
+        the product contains a ``lax.conv_general_dilated``, as in :func:`eigsh`.
 
     Accuracy: the quadrature is exact for polynomial moments up to degree ``2 num_steps - 1``
     per probe, so the error of any moment is the probe (Hutchinson) error, reported by
@@ -110,11 +113,14 @@ def density(op, *, key, num_probes: int = 10, num_steps: int = 80,
     validate.check_key(key)
     num_probes = validate.check_int(num_probes, "num_probes", low=1)
     num_steps = validate.check_int(num_steps, "num_steps", low=1, high=op.dim)
-    return _slq(op, key, num_probes=num_probes, num_steps=num_steps, full=bool(reorthogonalize))
+    rewrite = _loop_operator.wants_rewrite(op, rewrite_convs)
+    return _slq(op, key, num_probes=num_probes, num_steps=num_steps, full=bool(reorthogonalize),
+                rewrite=rewrite)
 
 
-@partial(jax.jit, static_argnames=("num_probes", "num_steps", "full"))
-def _slq(op, key, *, num_probes, num_steps, full):
+@partial(jax.jit, static_argnames=("num_probes", "num_steps", "full", "rewrite"))
+def _slq(op, key, *, num_probes, num_steps, full, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     keys = jax.random.split(key, num_probes)
 
     def one(k):

@@ -72,8 +72,16 @@ floor ``delta`` that the certificates add).
 
 Limitation shared by every single-vector Krylov method: an eigenvalue of multiplicity ``r > 1``
 is seen once until the Krylov space is exhausted (breakdown); the extra copies are then found
-only by the restart vectors. So for exactly repeated eigenvalues inside the wanted set, ask for
-``num_steps=dim`` or use a block method. Near-repeated (clustered) eigenvalues are resolved.
+only by the restart vectors (in floating point, rounding also seeds the other copies, which then
+grow once the first has converged, so a run that continues long enough often finds them). For
+exactly repeated eigenvalues inside the wanted set pass ``restarts=r - 1``: each restart runs
+Lanczos on ``A`` deflated by the pairs found so far and adds the next copy. Near-repeated
+(clustered) eigenvalues are resolved.
+
+**Convolutions on CPU.** With ``rewrite_convs=None`` (default) a product that contains
+``lax.conv_general_dilated`` is run with its convolutions in XLA:CPU's canonical form
+(``landscape.conv_rewrite``), which XLA's own canonicalization applies only outside loops; the
+values are unchanged (bit-identical for ungrouped float32 convolutions).
 
 References: Lanczos (1950); Kahan (1967) and Parlett (1998) for the residual bound; Higham &
 Mary (2019) for the rounding floor; Golub & Van Loan, *Matrix Computations* 10.1; Ghorbani,
@@ -90,7 +98,7 @@ import jax
 import jax.numpy as jnp
 
 from landscape import reprs, validate
-from landscape.spectral import _inputs
+from landscape.spectral import _inputs, _loop_operator
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz, safe_norm
 
 __all__ = ["EigshResult", "EigshNotConverged", "eigsh", "default_tol", "linearity_defect"]
@@ -184,7 +192,7 @@ def default_tol(dtype, dim: int | None = None) -> float:
 def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = None,
           tol: float | None = None, max_steps: int | None = None, chunk: int = 10,
           v0=None, warm_noise: float = 1e-3, measured_floor=None, dim: int | None = None,
-          dtype=None) -> EigshResult:
+          dtype=None, rewrite_convs: bool | None = None, restarts: int = 0) -> EigshResult:
     """``k`` extreme eigenpairs of the symmetric operator ``op`` by Lanczos.
 
     Each returned pair comes with a certificate ``residuals[i]``: some eigenvalue ``lambda`` of
@@ -232,6 +240,19 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
         operator that changes slowly (sharpness during training); a scalar ``>= 0``.
       dim: the dimension when ``op`` is a bare callable (must agree with ``op.dim`` otherwise).
       dtype: the dtype of a bare callable's vectors (default: JAX's default float dtype).
+      rewrite_convs: run the products with their convolutions rewritten into the form of
+        XLA:CPU's fast kernel (``landscape.conv_rewrite``; XLA:CPU otherwise runs convolutions
+        25-70x slower inside the Lanczos loop than at the top level). ``None`` (default):
+        exactly when the backend is CPU and ``op``'s product contains a
+        ``lax.conv_general_dilated`` (decided from shapes, so also under ``jax.jit``); products
+        without convolutions are never touched. The products are equal to rounding (float32
+        ungrouped convolutions: bit-identical values).
+      restarts: deflation rounds after the first Lanczos run (default 0). Each round runs
+        Lanczos again on ``A`` restricted to the orthogonal complement of the ``k`` pairs found
+        so far and keeps the best ``k`` of old and new pairs, so an eigenvalue of multiplicity
+        ``r`` in the wanted set is found with all its copies after ``r - 1`` rounds (a single
+        run finds each eigenvalue once, module docstring). Each round costs another run's
+        products; the certificates are then computed for the kept pairs as usual.
 
     Returns:
       ``EigshResult`` with ``eigenvalues (k,)``, ``eigenvectors (dim, k)``, ``residuals (k,)``,
@@ -266,9 +287,11 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
             raise ValueError(f"measured_floor must be a float scalar; got {measured_floor!r}")
         if validate.is_concrete(measured_floor) and not float(measured_floor) >= 0:
             raise ValueError(f"measured_floor must be >= 0; got {float(measured_floor)}")
+    rewrite = _loop_operator.wants_rewrite(op, rewrite_convs)
     result = _eigsh_kernel(op, start, key, measured_floor, k=k, which=which, steps=steps,
                            tol=tol, auto=auto, chunk=chunk, fixed=num_steps is not None,
-                           noise=float(warm_noise))
+                           noise=float(warm_noise), rewrite=rewrite,
+                           rounds=validate.check_int(restarts, "restarts", low=0))
     if validate.is_concrete(result.status) and int(result.status) != 0:
         warnings.warn(f"eigsh: {result.reason}", EigshNotConverged, stacklevel=2)
     return result
@@ -332,8 +355,11 @@ def _limits(op, tnorm, defect, tol, auto):
 
 
 @partial(jax.jit,
-         static_argnames=("k", "which", "steps", "tol", "auto", "chunk", "fixed", "noise"))
-def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk, fixed, noise):
+         static_argnames=("k", "which", "steps", "tol", "auto", "chunk", "fixed", "noise",
+                          "rewrite", "rounds"))
+def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk, fixed, noise,
+                  rewrite=False, rounds=0):
+    op = _loop_operator.loop_operator(op, rewrite)
     dtype = op.dtype
     key_start, key_loop = jax.random.split(key)
     if measured is None:
@@ -347,7 +373,19 @@ def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk
         acc = _inputs.accumulation_dtype(dtype)
         scale = noise * safe_norm(start, acc) / safe_norm(rand, acc)
         start = start + scale.astype(dtype) * rand
-    state = lanczos_init(start, steps, key_loop)
+    run = partial(_run, which=which, steps=steps, tol=tol, auto=auto, chunk=chunk,
+                  fixed=fixed, defect=defect)
+    theta, V, est, tnorm, size = run(op, start, key_loop, k=k)
+    for r in range(1, rounds + 1):
+        theta, V, est, tnorm, size = _deflation_round(op, run, jax.random.fold_in(key, r),
+                                                      theta, V, est, tnorm, size, k, which)
+    return _finish(op, theta, V, est, tnorm, size, k, tol, auto, defect, extra)
+
+
+def _run(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, defect):
+    """One Lanczos run from ``start`` until the estimates pass: wanted Ritz pairs
+    ``(theta, V, est)``, ``||T||`` and the number of steps."""
+    state = lanczos_init(start, steps, key)
 
     def cond(carry):
         _, j, done = carry
@@ -363,15 +401,57 @@ def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk
         return state, stop, done
 
     state, size, _ = jax.lax.while_loop(cond, body, (state, jnp.asarray(0), False))
-    return _finish(op, state, size, k, which, tol, auto, defect, extra)
-
-
-def _finish(op, state, size, k, which, tol, auto, defect, extra):
     theta, S, est, tnorm = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
     acc = theta.dtype
     basis = state.basis[:-1]
     V = jnp.matmul(basis.T, S.astype(basis.dtype), precision=jax.lax.Precision.HIGHEST)
     V = V / safe_norm(V, acc, axis=0).astype(V.dtype)
+    return theta, V, est, tnorm, size
+
+
+class _Deflated:
+    """``P A P`` with ``P = I - U U^T`` (``U`` orthonormal columns): ``A`` on the orthogonal
+    complement of ``U``, zero on ``span(U)``."""
+
+    def __init__(self, op, U):
+        self.op, self.U, self.dim, self.dtype = op, U, op.dim, op.dtype
+
+    def _project(self, v):
+        hi = jax.lax.Precision.HIGHEST
+        for _ in range(2):  # twice is enough
+            v = v - jnp.matmul(self.U, jnp.matmul(self.U.T, v, precision=hi), precision=hi)
+        return v
+
+    def matvec(self, v):
+        return self._project(self.op.matvec(self._project(v)))
+
+
+def _deflation_round(op, run, key, theta, V, est, tnorm, size, k, which):
+    """A further Lanczos run on ``A`` deflated by the ``k`` pairs found so far, from a random
+    start orthogonal to them, for its one extreme pair; that pair joins the candidates and the
+    ``k`` wanted ones are kept.
+
+    A single Krylov space holds one vector of each eigenspace, so an eigenvalue of multiplicity
+    ``r`` is found once per run; on the complement of the found vectors its other copies are
+    eigenvalues again and the new run finds the next one (Saad, *Numerical Methods for Large
+    Eigenvalue Problems*, sec. 4.2, deflation by restriction). The new vectors are orthogonal to
+    the old ones up to rounding, so the kept set stays orthonormal."""
+    deflated = _Deflated(op, V)
+    start = deflated._project(jax.random.normal(key, (op.dim,), op.dtype))
+    theta2, V2, est2, tnorm2, size2 = run(deflated, start, jax.random.fold_in(key, 1), k=1)
+    # a pair of the deflated operator on span(V) (eigenvalue 0) is not a pair of A
+    inside = safe_norm(jnp.matmul(V.T, V2, precision=jax.lax.Precision.HIGHEST), theta.dtype,
+                       axis=0) > 0.5
+    score = {"LA": lambda t: t, "SA": lambda t: -t, "LM": jnp.abs}[which]
+    all_theta = jnp.concatenate([theta, theta2])
+    keep = jnp.argsort(-jnp.concatenate([score(theta), jnp.where(inside, -jnp.inf,
+                                                                 score(theta2))]))[:k]
+    return (all_theta[keep], jnp.concatenate([V, V2], axis=1)[:, keep],
+            jnp.concatenate([est, est2])[keep], jnp.maximum(tnorm, tnorm2), size + size2)
+
+
+def _finish(op, theta, V, est, tnorm, size, k, tol, auto, defect, extra):
+    acc = theta.dtype
     AV = _inputs.map_matvec(op, V)
     # Residual of the returned (stored, nearly unit) vectors against the returned theta, formed
     # and measured in the accumulation dtype; the floor covers the rounding of fl(A v).
