@@ -79,6 +79,24 @@ def test_ggn_in_bfloat16_is_accurate_to_its_unit_roundoff(kind):
     assert UNIT["bfloat16"] / 64 <= np.median(err) and err.max() <= 16 * UNIT["bfloat16"], err
 
 
+def test_fisher_and_empirical_fisher_take_the_option():
+    kind = "cross_entropy"
+    params, data, V = _setup(kind)
+    # the exact Fisher equals the GGN: the bfloat16 product against the float64 dense GGN
+    M = np.asarray(dense_ggn64(kind, params, data), np.float64)
+    op = curvature.fisher(apply_fn, kind, params, data, batch_size=16, exact=True,
+                          compute_dtype=jnp.bfloat16)
+    assert op.compute_dtype == np.dtype(jnp.bfloat16) and op.dtype != np.dtype(jnp.bfloat16)
+    err = _errors(op, V, M)
+    assert UNIT["bfloat16"] / 64 <= np.median(err) and err.max() <= 16 * UNIT["bfloat16"], err
+    # the empirical Fisher: bfloat16 against the full-precision operator's dense matrix
+    full = curvature.empirical_fisher(apply_fn, kind, params, data, batch_size=16)
+    narrow = curvature.empirical_fisher(apply_fn, kind, params, data, batch_size=16,
+                                        compute_dtype=jnp.bfloat16)
+    err = _errors(narrow, V, np.asarray(curvature.dense(full), np.float64))
+    assert UNIT["bfloat16"] / 64 <= np.median(err) and err.max() <= 16 * UNIT["bfloat16"], err
+
+
 @pytest.mark.parametrize("name", ["hessian", "ggn"])
 def test_off_or_params_dtype_is_bit_identical(name):
     kind = "mse"

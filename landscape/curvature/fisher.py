@@ -41,6 +41,7 @@ def fisher(
     num_samples: int = 1,
     exact: bool = False,
     check: bool = True,
+    compute_dtype=None,
 ):
     """Fisher information with labels drawn from the model, as a ``LinearOperator``.
 
@@ -61,6 +62,9 @@ def fisher(
       num_samples: labels per example (positive int).
       exact: compute the expectation over labels in closed form (sum over all C classes for
         cross-entropy, the identity for MSE) instead of sampling; equals the GGN.
+      compute_dtype: mixed precision, as in :func:`landscape.curvature.ggn`: the network's
+        linearisation and its transpose run in ``compute_dtype`` (e.g. ``jnp.bfloat16``), the
+        output-space curvature and the sum over batches in the params dtype.
 
     Returns:
       An operator over ravelled params (``dim``, ``dtype``, ``matvec``, ``matmat``). The Monte
@@ -76,7 +80,8 @@ def fisher(
             "predictive distribution to sample labels from); use ggn for a callable loss"
         )
     if exact:
-        return build(apply_fn, kind, params, dataset, batch_size, "fisher_exact", check=check)
+        return build(apply_fn, kind, params, dataset, batch_size, "fisher_exact", check=check,
+                     compute_dtype=compute_dtype)
     if key is None:
         raise ValueError("fisher needs key=jax.random.key(...) to sample labels (or exact=True)")
     check_key(key, "key")
@@ -92,11 +97,13 @@ def fisher(
         key=key,
         num_samples=num_samples,
         check=check,
+        compute_dtype=compute_dtype,
     )
 
 
 def empirical_fisher(
-    apply_fn, output_loss, params, dataset, batch_size: int = 256, *, check: bool = True
+    apply_fn, output_loss, params, dataset, batch_size: int = 256, *, check: bool = True,
+    compute_dtype=None,
 ):
     """Empirical Fisher ``(1/n) sum_i g_i g_i^T`` with the TRUE labels, as a ``LinearOperator``.
 
@@ -109,10 +116,12 @@ def empirical_fisher(
       output_loss: ``"cross_entropy"``, ``"mse"``, or a callable ``(outputs, targets) ->`` MEAN
         over the batch of per-example losses (its per-example output gradients are recovered as
         ``b * d loss / d outputs``).
+      compute_dtype: mixed precision, as in :func:`landscape.curvature.ggn`.
 
     Accuracy against explicit per-example gradients (``vmap(grad)``): ~1e-6 relative in float32,
     ~1e-14 in float64.
     """
     return build(
-        apply_fn, output_loss, params, dataset, batch_size, "empirical_fisher", check=check
+        apply_fn, output_loss, params, dataset, batch_size, "empirical_fisher", check=check,
+        compute_dtype=compute_dtype,
     )
