@@ -432,6 +432,25 @@ def compare(ours: Callable[[], object], peers: Callable[[], object] | Mapping[st
 # --------------------------------------------------------------------------------------------
 
 
+def median_seconds(fn: Callable[[], object], repeats: int = 3, *, log=None):
+    """Call ``fn`` once (compilation and warm-up), then ``repeats`` times; returns the median
+    wall seconds of the timed calls and the last output. ``log(seconds)``, when given, receives
+    the time of the first call. For one routine's absolute time; ratios against a peer go
+    through :func:`compare`."""
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    if log is not None:
+        log(time.perf_counter() - t0)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
 def _to_json(obj):
     if isinstance(obj, Comparison | Ratio):
         return _to_json(obj.to_dict())

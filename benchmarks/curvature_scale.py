@@ -123,20 +123,6 @@ def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _timed(fn, repeats=3):
-    import statistics
-
-    import jax
-
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), out
-
-
 def _moments(d, p_max=4):
     return [float(d.moment(p)[0]) for p in range(1, p_max + 1)]
 
@@ -166,7 +152,7 @@ def run_task(task) -> dict:
         compiled = jax.jit(lambda o, x: o.matvec(x)).lower(op, v).compile()
         mem = compiled.memory_analysis()
         out["xla_temp_mb"] = None if mem is None else mem.temp_size_in_bytes / 2**20
-        out["seconds"], _ = _timed(lambda: compiled(op, v))
+        out["seconds"], _ = rep.median_seconds(lambda: compiled(op, v))
     elif kind == "eigsh":
         t0 = time.perf_counter()
         r = spectral.eigsh(op, k=task["k"], num_steps=task["steps"], key=key)
@@ -179,7 +165,7 @@ def run_task(task) -> dict:
         out["seconds_with_compile"] = time.perf_counter() - t0
     elif kind in ("mixed", "sharded"):
         v = jax.random.normal(key, (op.dim,), op.dtype)
-        out["product_seconds"], _ = _timed(lambda: op.matvec(v), repeats=2)
+        out["product_seconds"], _ = rep.median_seconds(lambda: op.matvec(v), repeats=2)
         t0 = time.perf_counter()
         r = spectral.eigsh(op, k=task["k"], key=key)
         jax.block_until_ready(r.eigenvalues)

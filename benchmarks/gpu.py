@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
+
+import _report as rep  # the benchmarks folder is on sys.path when this script runs
 
 #: Sizes of the full run and of ``--small``. ``resnet``: examples, batch_size, image side,
 #: channels, base width; ``transformer``: windows, batch_size, context, d_model, layers, heads.
@@ -125,20 +125,8 @@ def transformer_problem(key, *, n, seq_len, d_model, layers, heads, tokens=None,
     return loss_fn, fm.params, {"tokens": tokens}
 
 
-def _median_seconds(fn, repeats):
-    """Call ``fn`` once (compilation), then ``repeats`` times; median seconds and last value."""
-    import jax
-
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    print(f"    first call (compile + run) {time.perf_counter() - t0:.2f} s", file=sys.stderr,
-          flush=True)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+def _first_call(seconds: float) -> None:
+    print(f"    first call (compile + run) {seconds:.2f} s", file=sys.stderr, flush=True)
 
 
 def time_workload(loss_fn, params, dataset, *, batch_size, k, trace_matvecs, density,
@@ -165,7 +153,7 @@ def time_workload(loss_fn, params, dataset, *, batch_size, k, trace_matvecs, den
     seconds, outs = {}, {}
     for name, fn in routines.items():
         print(f"  {name}", file=sys.stderr, flush=True)
-        seconds[name], outs[name] = _median_seconds(fn, repeats)
+        seconds[name], outs[name] = rep.median_seconds(fn, repeats, log=_first_call)
     eig, tr = outs["eigsh_top5"], outs["trace_hutchpp"]
     return {
         "params": int(op.dim), "examples": int(op.num_examples), "batch_size": int(batch_size),
