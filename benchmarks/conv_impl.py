@@ -11,7 +11,10 @@ this measures what the choice costs in the loops the library runs:
 * the top-5 Hessian eigenpairs by ``spectral.eigsh`` (one full batch, Lanczos ``while_loop``):
   the compilation and the compiled run are timed apart, and their per-round sum gives the
   time a user waits for a first call;
-* 100 Adam steps of batch 128 inside one ``fori_loop``;
+* 100 Adam steps of batch 128 inside one hand-written ``fori_loop`` (the convolutions as the user
+  wrote them);
+* the same 100 steps through ``train.run_steps``, which rewrites a ``lax.conv`` step's
+  convolutions into XLA:CPU's fast form (``rewrite_convs=None``, ``landscape.conv_rewrite``);
 * one gradient at the top level of a program (no loop), the case where lax.conv is faster.
 
 Each row is one ``_report.compare``: a warm-up round, then 5 rounds (``--quick``: 3) in which
@@ -41,6 +44,7 @@ ROWS = (("hvp_batched", "dataset HVP, batches of 500 (scan)"),
         ("eigsh_top5_compile", "top-5 eigsh: compilation only"),
         ("eigsh_top5_run", "top-5 eigsh: compiled run only"),
         ("train_100_steps", "100 Adam steps in one fori_loop"),
+        ("train_run_steps", "100 Adam steps by train.run_steps (lax.conv rewritten)"),
         ("grad_top_level", "one gradient, top level (no loop)"))
 
 
@@ -61,6 +65,7 @@ def build(impl: str, train) -> dict:
 
     from landscape import curvature, losses, models, spectral
     from landscape import nnx as lnnx
+    from landscape import train as training
 
     model = models.CNN1D(10, conv_impl=impl, rngs=nnx.Rngs(0))
     loss_fn, params, _ = lnnx.loss_fn(model, losses.softmax_cross_entropy, mode="eval")
@@ -82,6 +87,12 @@ def build(impl: str, train) -> dict:
             return optax.apply_updates(p, upd), s
         return jax.lax.fori_loop(0, 100, body, (p, opt.init(p)))[0]
 
+    @jax.jit
+    def run_steps(p):
+        state = training.init_state(p, opt)
+        return training.run_steps(loss_fn, opt, state, train, key=jax.random.key(3),
+                                  num_steps=100, batch_size=128)[0].params
+
     full = curvature.hessian(loss_fn, params, train, batch_size=n)
     key = jax.random.key(2)
 
@@ -91,7 +102,7 @@ def build(impl: str, train) -> dict:
         return fn.lower(full, key).compile()
 
     out = {"hvp_batched": lambda: mv(op, v), "grad_top_level": lambda: grad(params, train),
-           "train_100_steps": lambda: chunk(params)}
+           "train_100_steps": lambda: chunk(params), "train_run_steps": lambda: run_steps(params)}
     compiled = []
 
     def eigsh_run():
@@ -122,7 +133,7 @@ def main(argv=None):
     train, _ = data.mnist1d(jax.random.key(0))
     train = jax.tree.map(jnp.asarray, train)
     fns = {OURS: build("shift", train), PEER: build("lax", train)}
-    measured = ["hvp_batched", "train_100_steps", "grad_top_level"]
+    measured = ["hvp_batched", "train_100_steps", "train_run_steps", "grad_top_level"]
     if cfg["eigsh"]:
         measured[1:1] = ["eigsh_top5_compile", "eigsh_top5_run"]
     res = {"mode": "quick" if args.quick else "full", "repeats": cfg["repeats"],

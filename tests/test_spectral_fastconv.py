@@ -1,4 +1,5 @@
-"""Convolutions rewritten for XLA:CPU loops (``landscape.conv_rewrite``) and ``eigsh``'s use of it.
+"""Convolutions rewritten for XLA:CPU loops (``landscape.conv_rewrite``) and the loops that use it:
+``eigsh``, ``density``, the trace estimators and the training loop.
 
 References are independent: the convolution primitive itself (``lax.conv_general_dilated`` and
 its JAX derivatives), and ``eigsh`` on the same operator with the rewrite switched off.
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from landscape import conv_rewrite, curvature, spectral
+import optax
+
+from landscape import conv_rewrite, curvature, spectral, train
 from landscape.spectral import _loop_operator
 
 X64 = bool(jax.config.jax_enable_x64)
@@ -89,7 +92,8 @@ def test_functions_without_convolutions_are_untouched():
         conv_rewrite.rewrite_convs(3)
 
 
-def _tiny_cnn_hessian():
+def _tiny_cnn():
+    """A user's lax.conv CNN: ``(loss, params, data)``."""
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((16, 6, 6, 1)), DTYPE)
     y = jnp.asarray(rng.integers(0, 3, 16))
@@ -103,7 +107,12 @@ def _tiny_cnn_hessian():
         return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(
             logits, batch["y"][:, None], -1)[:, 0])
 
-    return curvature.hessian(loss, params, {"x": x, "y": y}, batch_size=8)
+    return loss, params, {"x": x, "y": y}
+
+
+def _tiny_cnn_hessian():
+    loss, params, data = _tiny_cnn()
+    return curvature.hessian(loss, params, data, batch_size=8)
 
 
 @pytest.mark.single_dtype  # float32: the canonical-form path; the x64 pass checks the matmul
@@ -127,3 +136,63 @@ def test_eigsh_rewrites_a_lax_conv_product_on_cpu_and_agrees():
     np.testing.assert_allclose(d.moment(2)[0] * op.dim, z @ H @ H @ z, rtol=1e-3)
     with pytest.raises(ValueError, match="rewrite_convs"):
         spectral.eigsh(op, k=2, key=key, rewrite_convs="yes")
+
+
+CANONICAL_2D = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _slow_convs(fn):
+    """The convolutions of ``fn()``'s computation that are not in XLA:CPU's canonical form."""
+    return [e for e in _conv_eqns(jax.make_jaxpr(fn)().jaxpr)
+            if e.params["dimension_numbers"] != CANONICAL_2D]
+
+
+def test_trace_estimators_rewrite_a_lax_conv_product_and_agree():
+    """``trace`` and ``diagonal`` on the lax.conv CNN: on CPU every convolution of the compiled
+    loops is in the canonical form (none at all in float64, where they become matrix products),
+    while ``rewrite_convs=False`` keeps the derivative convolutions in their slow form; the
+    estimates equal the same probes applied to the dense Hessian."""
+    op = _tiny_cnn_hessian()
+    key = jax.random.key(3)
+    m = 6
+    if jax.default_backend() == "cpu":
+        assert not _slow_convs(lambda: spectral.trace(op, key=key, num_matvecs=m))
+        assert not _slow_convs(lambda: spectral.diagonal(op, key=key, num_matvecs=m))
+        assert _slow_convs(lambda: spectral.trace(op, key=key, num_matvecs=m,
+                                                  rewrite_convs=False))
+    t = spectral.trace(op, key=key, num_matvecs=m)
+    d = spectral.diagonal(op, key=key, num_matvecs=m)
+    H = np.asarray(curvature.dense(op), np.float64)
+    Z = np.asarray(jax.random.rademacher(key, (op.dim, m), op.dtype), np.float64)
+    np.testing.assert_allclose(float(t.estimate), np.mean(np.sum(Z * (H @ Z), axis=0)),
+                               rtol=1e-9 if X64 else 1e-4)
+    zs = [np.asarray(jax.random.rademacher(jax.random.fold_in(key, i), (op.dim,), op.dtype),
+                     np.float64) for i in range(m)]
+    want = np.mean([z * (H @ z) for z in zs], axis=0)
+    np.testing.assert_allclose(np.asarray(d.estimate), want, rtol=0,
+                               atol=(1e-9 if X64 else 1e-4) * np.max(np.abs(want)))
+
+
+def test_training_rewrites_the_whole_step_of_a_lax_conv_model():
+    """``train.run_steps`` / ``train.train`` on a lax.conv loss: the step's gradient
+    convolutions exist only once the step is traced, and all of them run in the canonical form
+    (rewriting the loss alone would not reach them); the trajectory equals the unrewritten one to
+    rounding; a model without convolutions is left alone."""
+    loss, params, data = _tiny_cnn()
+    state = train.init_state(params, optax.sgd(0.1))
+    run = lambda **kw: train.run_steps(loss, optax.sgd(0.1), state, data, key=jax.random.key(0),
+                                       num_steps=4, batch_size=8, **kw)
+    if jax.default_backend() == "cpu":
+        assert not _slow_convs(run)
+        assert _slow_convs(lambda: run(rewrite_convs=False))
+    kw = dict(key=jax.random.key(0), num_steps=4, batch_size=8, callback_every=2)
+    fast = train.train(loss, params, optax.sgd(0.1), data, **kw)
+    slow = train.train(loss, params, optax.sgd(0.1), data, rewrite_convs=False, **kw)
+    _close(fast.params, slow.params)
+    np.testing.assert_allclose(fast.history["loss"], slow.history["loss"], rtol=RTOL)
+    dense = lambda p, b: jnp.mean((b["x"].reshape(b["x"].shape[0], -1) @ p["w"]) ** 2)
+    spec = train._Spec(dense, None, 8, False, (), ())
+    mlp_state = train.init_state({"w": jnp.ones((36, 2), DTYPE)}, optax.sgd(0.1))
+    assert not train._wants_rewrite(spec, mlp_state, data, jax.random.key(0), None)
+    with pytest.raises(ValueError, match="rewrite_convs"):
+        run(rewrite_convs=1)

@@ -4,14 +4,16 @@
 a ``lax.while_loop``; after each chunk it computes the Ritz pairs of the tridiagonal ``T`` and
 stops once every wanted pair's Lanczos residual estimate, plus the rounding floor ``delta``
 below, is under ``tol * ||T||`` (or once the estimates are under ``delta``, when ``tol`` is
-below two floors), or at ``max_steps``. It then forms the Ritz vectors and checks
-every pair with one explicit product each.
+below two floors), or at ``max_steps``. It then forms the Ritz vectors and certifies every
+pair from the recurrence as computed (no further product), or, with
+``certificate="products"``, with one explicit product each.
 
 **The certificate.** For a symmetric ``A``, any vector ``v != 0`` and any number ``theta``, some
 eigenvalue ``lambda`` of ``A`` satisfies ``|lambda - theta| <= ||A v - theta v|| / ||v||``
 (the residual bound of Kahan and of Bauer-Fike for normal matrices; Parlett, *The Symmetric
 Eigenvalue Problem*, thm 4.5.1). The product ``A v`` is only known through the computed
-``matvec``, so the reported residual of the pair ``(theta_i, v_i)`` is
+``matvec``. With ``certificate="products"`` the reported residual of the pair
+``(theta_i, v_i)`` is
 
     residuals_i = (||fl(A v_i) - theta_i v_i|| + delta) / ||v_i||,
     delta       = eps * sqrt(dim) * ||A||_est,      ||A||_est = max_j |theta_j(T)| = ||T||_2,
@@ -39,15 +41,47 @@ approach to probabilistic rounding error analysis"), and for dense float32 produ
   ``residuals`` is then never smaller than ``eps sqrt(dim) ||A||_est`` (1.8e-6 ||A|| at
   ``dim = 240``, 1.2e-4 ||A|| at ``dim = 10^6``).
 
+**The same certificate without products** (``certificate="recurrence"``, the default). The
+Ritz vector is ``v = Q s`` for the Lanczos basis ``Q`` and a unit eigenvector ``s`` of ``T``, and
+by linearity ``A v = sum_j s_j A q_j``: the products the recurrence already computed. The
+recurrence keeps every part of them (``landscape.spectral.lanczos``, "the recurrence as
+computed"): ``fl(A q_j) = Q_{m+1} h_j + d_j`` with ``h_j`` the three-term coefficients plus both
+Gram-Schmidt passes' coefficients, and ``d_j`` the vector discarded at a breakdown. Hence
+
+    A v - theta v = Q_{m+1} (H s - theta s) + sum_j s_j d_j - sum_j s_j e_j + G s,
+
+with ``e_j = fl(A q_j) - A q_j`` the rounding of the products and ``G s`` that of the vector
+updates of the steps (``||g_j|| <=`` a few ``eps ||A||``: two axpys, two Gram-Schmidt passes whose
+coefficients are of order ``eps``, one division), and the reported residual is
+
+    residuals_i = (||Q_{m+1} (H s_i - theta_i s_i)|| + sum_j ||d_j|| |s_ij|
+                   + 4 eps ||A||_est + delta) / ||v_i||,
+
+where ``||Q_{m+1} x||`` is measured as a vector (the basis need not be exactly orthonormal),
+``delta`` stands for the products' rounding ``||sum_j s_j e_j||`` (the errors of ``m`` products
+combined with ``||s|| = 1`` behave like the error of one product; the same rounding model as
+above) and ``4 eps ||A||_est`` for ``G s``. The bound is exact for ``v = Q s``; the returned
+vector is ``fl(Q s)``, whose rounding (inner products of length ``m <= dim``) is of the order
+``delta`` covers, as for ``certificate="products"``, where ``delta`` covers the rounding of
+``fl(A v)``. So it is the explicit residual up to rounding below one floor (tested against the
+explicit one), measured at no product's cost, and it catches what the Lanczos estimate
+``beta_m |s_m|`` misses: every loss of orthogonality and every non-symmetric part of the
+products shows in the Gram-Schmidt coefficients. Pairs of deflation rounds (``restarts > 0``)
+belong to the deflated operator's recurrence and are always certified with products.
+
 **The measured floor.** A ``matvec`` can be less accurate than ``eps sqrt(dim) ||A||``
 (cancellation in a float32 Hessian-vector product of a deep network summed over many batches).
-Before iterating, ``eigsh`` measures the accuracy of the products from their linearity defect:
-with random unit vectors ``u, w`` (three products),
+``eigsh`` measures the accuracy of the products from their linearity defect: with unit vectors
+``u, w``,
 
     measured_floor = ||fl(A(u + w)) - fl(A u) - fl(A w)||,
 
 which in exact arithmetic is zero and otherwise is about twice the typical rounding error of
-one product (the three errors add in quadrature, the one of ``u + w`` counting twice). The
+one product (the three errors add in quadrature, the one of ``u + w`` counting twice). It takes
+``u = q_0, w = q_1``, the first two Lanczos vectors, whose products the recurrence already
+holds (to a few ``eps ||A||``, see above), so the measurement costs one product, made after the
+second step and before the first convergence check; :func:`linearity_defect` measures it with
+three products on random vectors (used when fewer than two steps run). The
 floor ``delta`` used everywhere is ``max(eps sqrt(dim) ||A||_est, measured_floor)``: the
 certificate covers the operator's actual accuracy (as estimated; this part is a statistical
 estimate, not a bound), and the default tolerance, ``4 delta / ||A||_est`` when that exceeds
@@ -76,7 +110,10 @@ only by the restart vectors (in floating point, rounding also seeds the other co
 grow once the first has converged, so a run that continues long enough often finds them). For
 exactly repeated eigenvalues inside the wanted set pass ``restarts=r - 1``: each restart runs
 Lanczos on ``A`` deflated by the pairs found so far and adds the next copy. Near-repeated
-(clustered) eigenvalues are resolved.
+(clustered) eigenvalues are resolved once ``tol`` is below their gaps; with a coarser ``tol`` a
+cluster can pass as one eigenvalue, and the run may stop before the cluster's second member
+appears and return the next eigenvalue in its place (certified all the same: an eigenvalue of
+``A`` lies within each residual).
 
 **Convolutions on CPU.** With ``rewrite_convs=None`` (default) a product that contains
 ``lax.conv_general_dilated`` is run with its convolutions in XLA:CPU's canonical form
@@ -99,11 +136,24 @@ import jax.numpy as jnp
 
 from landscape import reprs, validate
 from landscape.spectral import _inputs, _loop_operator
-from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz, safe_norm
+from landscape.spectral.lanczos import (
+    dropped_term,
+    lanczos_init,
+    lanczos_steps,
+    recurrence_coefficients,
+    recurrence_matrix,
+    recurrence_residuals,
+    ritz,
+    safe_norm,
+)
 
 __all__ = ["EigshResult", "EigshNotConverged", "eigsh", "default_tol", "linearity_defect"]
 
 _WHICH = ("LA", "SA", "LM")
+_CERTIFICATES = ("recurrence", "products")
+# allowance, in units of eps ||T||, for the rounding of one step's vector updates (two axpys,
+# two Gram-Schmidt passes with coefficients of order eps, one division): module docstring
+_UPDATE_ROUNDING = 4
 
 
 class EigshResult(NamedTuple):
@@ -113,13 +163,15 @@ class EigshResult(NamedTuple):
       eigenvalues: ``(k,)`` Ritz values; "LA" descending, "SA" ascending, "LM" by descending
         magnitude.
       eigenvectors: ``(dim, k)`` unit Ritz vectors (columns), orthonormal to working precision.
-      residuals: ``(k,)`` certificates ``(||fl(A v_i) - theta_i v_i|| + rounding_floor) /
-        ||v_i||``: some eigenvalue of ``A`` lies within ``residuals[i]`` of ``eigenvalues[i]``
-        (see the module docstring for what this means in float32 and float64).
+      residuals: ``(k,)`` certificates, ``(||fl(A v_i) - theta_i v_i|| + rounding_floor) /
+        ||v_i||`` or its product-free form from the recurrence: some eigenvalue of ``A`` lies
+        within ``residuals[i]`` of ``eigenvalues[i]`` (see the module docstring for what this
+        means in float32 and float64).
       converged: ``(k,)`` bool, ``residuals <= tol * norm_estimate``.
       residual_estimates: ``(k,)`` the Lanczos estimates ``beta_m |s_{m,i}|`` used to stop.
-      num_matvecs: products with ``A`` spent (Lanczos steps, plus ``k`` for the check, plus 3
-        for the floor measurement unless ``measured_floor`` was given).
+      num_matvecs: products with ``A`` spent: Lanczos steps, plus 1 for the floor measurement
+        (3 when fewer than two steps run; 0 when ``measured_floor`` was given), plus ``k`` with
+        ``certificate="products"`` or ``restarts > 0``.
       num_steps: Lanczos steps taken.
       tol: the relative tolerance that was used.
       norm_estimate: ``()`` ``||T||_2 = max |Ritz value|`` over the whole final ``T``, the
@@ -190,9 +242,10 @@ def default_tol(dtype, dim: int | None = None) -> float:
 
 
 def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = None,
-          tol: float | None = None, max_steps: int | None = None, chunk: int = 10,
+          tol: float | None = None, max_steps: int | None = None, chunk: int = 1,
           v0=None, warm_noise: float = 1e-3, measured_floor=None, dim: int | None = None,
-          dtype=None, rewrite_convs: bool | None = None, restarts: int = 0) -> EigshResult:
+          dtype=None, rewrite_convs: bool | None = None, restarts: int = 0,
+          certificate: str = "recurrence") -> EigshResult:
     """``k`` extreme eigenpairs of the symmetric operator ``op`` by Lanczos.
 
     Each returned pair comes with a certificate ``residuals[i]``: some eigenvalue ``lambda`` of
@@ -200,8 +253,9 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
 
         residuals[i] = (||fl(A v_i) - theta_i v_i|| + eps sqrt(dim) ||T||_2) / ||v_i||
 
-    is measured with one explicit product per pair, in the accumulation dtype, and includes
-    the rounding floor of the computed product (module docstring: in float64 the bound holds
+    is measured in the accumulation dtype, from the products the recurrence computed (default)
+    or with one explicit product per pair, and includes the rounding floor of the computed
+    product (module docstring: in float64 the bound holds
     for the operator's matrix; in float32 for the exact matrix the float32 operator stands for,
     both as long as its ``matvec`` is accurate to ``eps sqrt(dim) ||A||``). "Certified" means
     exactly this bound; ``converged[i]`` means ``residuals[i] <= tol * ||T||_2``, with
@@ -226,7 +280,10 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
         ``2 eps sqrt(dim)`` the loop stops once the Lanczos estimates are under the floor.
       max_steps: cap on steps (default ``min(dim, max(10 k, 100))``); the basis buffer holds
         ``max_steps + 1`` vectors of length ``dim``.
-      chunk: steps between convergence checks.
+      chunk: steps between convergence checks (default 1: after every step from step ``k``
+        on; a check is one eigendecomposition of the small tridiagonal ``T``, negligible next
+        to a product of a network's Hessian, and stopping at the first step that passes saves
+        up to ``chunk - 1`` products).
       v0: warm start. A ``(dim,)`` start vector, or a ``(dim, b)`` block of previous
         eigenvectors: the start vector is then the sum of the unit columns. Either way a random
         component of relative size ``warm_noise`` is added, so that eigenvectors that are not
@@ -252,7 +309,11 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
         so far and keeps the best ``k`` of old and new pairs, so an eigenvalue of multiplicity
         ``r`` in the wanted set is found with all its copies after ``r - 1`` rounds (a single
         run finds each eigenvalue once, module docstring). Each round costs another run's
-        products; the certificates are then computed for the kept pairs as usual.
+        products; the kept pairs are then certified with one product each.
+      certificate: ``"recurrence"`` (default): certify the pairs from the products the
+        recurrence already computed, at no further product (module docstring);
+        ``"products"``: with one explicit product ``fl(A v_i)`` per pair (``k`` more products).
+        Both bound the same residual; they differ by less than one rounding floor.
 
     Returns:
       ``EigshResult`` with ``eigenvalues (k,)``, ``eigenvectors (dim, k)``, ``residuals (k,)``,
@@ -287,11 +348,14 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
             raise ValueError(f"measured_floor must be a float scalar; got {measured_floor!r}")
         if validate.is_concrete(measured_floor) and not float(measured_floor) >= 0:
             raise ValueError(f"measured_floor must be >= 0; got {float(measured_floor)}")
+    if certificate not in _CERTIFICATES:
+        raise ValueError(f"certificate must be one of {_CERTIFICATES}; got {certificate!r}")
     rewrite = _loop_operator.wants_rewrite(op, rewrite_convs)
     result = _eigsh_kernel(op, start, key, measured_floor, k=k, which=which, steps=steps,
                            tol=tol, auto=auto, chunk=chunk, fixed=num_steps is not None,
                            noise=float(warm_noise), rewrite=rewrite,
-                           rounds=validate.check_int(restarts, "restarts", low=0))
+                           rounds=validate.check_int(restarts, "restarts", low=0),
+                           explicit=certificate == "products")
     if validate.is_concrete(result.status) and int(result.status) != 0:
         warnings.warn(f"eigsh: {result.reason}", EigshNotConverged, stacklevel=2)
     return result
@@ -356,16 +420,18 @@ def _limits(op, tnorm, defect, tol, auto):
 
 @partial(jax.jit,
          static_argnames=("k", "which", "steps", "tol", "auto", "chunk", "fixed", "noise",
-                          "rewrite", "rounds"))
+                          "rewrite", "rounds", "explicit"))
 def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk, fixed, noise,
-                  rewrite=False, rounds=0):
+                  rewrite=False, rounds=0, explicit=False):
     op = _loop_operator.loop_operator(op, rewrite)
     dtype = op.dtype
     key_start, key_loop = jax.random.split(key)
-    if measured is None:
-        defect, extra = _linearity_defect(op, jax.random.fold_in(key, 0xF1)), 3
-    else:
+    if measured is not None:
         defect, extra = measured.astype(_inputs.accumulation_dtype(dtype)), 0
+    elif steps < 2:
+        defect, extra = _linearity_defect(op, jax.random.fold_in(key, 0xF1)), 3
+    else:  # measured inside the run, from its first two steps and one product
+        defect, extra = None, 1
     rand = jax.random.normal(key_start, (op.dim,), dtype)
     if start is None:
         start = rand
@@ -373,40 +439,109 @@ def _eigsh_kernel(op, start, key, measured, *, k, which, steps, tol, auto, chunk
         acc = _inputs.accumulation_dtype(dtype)
         scale = noise * safe_norm(start, acc) / safe_norm(rand, acc)
         start = start + scale.astype(dtype) * rand
-    run = partial(_run, which=which, steps=steps, tol=tol, auto=auto, chunk=chunk,
-                  fixed=fixed, defect=defect)
-    theta, V, est, tnorm, size = run(op, start, key_loop, k=k)
+    explicit = explicit or rounds > 0
+    run = partial(_run, which=which, steps=steps, tol=tol, auto=auto, chunk=chunk, fixed=fixed,
+                  explicit=explicit)
+    pairs, size, defect = run(op, start, key_loop, k=k, defect=defect)
+    # pairs of a deflated run satisfy the recurrence of the deflated operator, not of A, so
+    # restarts certify with products (explicit above)
     for r in range(1, rounds + 1):
-        theta, V, est, tnorm, size = _deflation_round(op, run, jax.random.fold_in(key, r),
-                                                      theta, V, est, tnorm, size, k, which)
-    return _finish(op, theta, V, est, tnorm, size, k, tol, auto, defect, extra)
+        pairs, size = _deflation_round(op, partial(run, defect=defect),
+                                       jax.random.fold_in(key, r), pairs, size, k, which)
+    return _finish(op, pairs, size, k, tol, auto, defect, extra)
 
 
-def _run(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, defect):
-    """One Lanczos run from ``start`` until the estimates pass: wanted Ritz pairs
-    ``(theta, V, est)``, ``||T||`` and the number of steps."""
+def _run(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, defect, explicit):
+    """One Lanczos run from ``start`` until the pairs pass: ``(pairs, size, defect)`` with
+    ``pairs = (theta, V, est, tnorm, measured, cert)``: the wanted Ritz pairs, the Lanczos
+    estimates, ``||T||``, and, for certificates from the recurrence, the measured part of the
+    residual (``rec + 4 eps ||T||``) and the certificate (``None`` with ``explicit``); then the
+    number of steps and the measured floor. With ``defect=None`` the floor is measured after
+    the first two steps with one more product (:func:`_recurrence_defect`).
+
+    With certificates from the recurrence the stopping test is the certificate itself (formed,
+    with one ``(dim, 2k)`` product with the basis, only once its cheap proxy
+    ``||H s - theta s||`` passes): a run that stops has converged pairs, and keeps the pairs and
+    certificates its test passed on, bit for bit. When ``tol`` is below two floors (never met)
+    it stops once the measured part is under the floor. With ``explicit`` the test is on the
+    Lanczos estimates ``beta_m |s_m|``."""
     state = lanczos_init(start, steps, key)
+    j0 = 0
+    if defect is None:
+        state = lanczos_steps(op, state, 0, 2)
+        defect, j0 = _recurrence_defect(op, state), 2
+    eps = jnp.finfo(op.dtype).eps
+    acc = state.alpha.dtype
+
+    def certify(state, size, theta, S, tnorm, floor):
+        rec, vnorm = recurrence_residuals(state, size, theta, S)
+        measured = rec + _UPDATE_ROUNDING * eps * tnorm
+        return measured, (measured + floor) / vnorm
+
+    def check(state, size):
+        theta, S, est, tnorm = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
+        floor, tol_eff, limit = _limits(op, tnorm, defect, tol, auto)
+        if explicit:
+            return jnp.all(est <= limit), (theta, S, est, tnorm)
+        proxy = (safe_norm(recurrence_coefficients(state, size, theta, S), acc, axis=0)
+                 + dropped_term(state, S) + _UPDATE_ROUNDING * eps * tnorm)
+        inf = jnp.full_like(est, jnp.inf)
+        measured, cert = jax.lax.cond(
+            jnp.all(proxy <= limit), lambda: certify(state, size, theta, S, tnorm, floor),
+            lambda: (inf, inf))
+        floor_limited = limit <= floor  # tol below two floors: cert <= tol is out of reach
+        done = jnp.all(cert <= tol_eff * tnorm) | (floor_limited & jnp.all(measured <= limit))
+        return done, (theta, S, est, tnorm, measured, cert)
 
     def cond(carry):
-        _, j, done = carry
+        _, j, done, _ = carry
         return jnp.logical_and(jnp.logical_not(done), j < steps)
 
     def body(carry):
-        state, j, _ = carry
-        stop = jnp.minimum(jnp.maximum(j + chunk, k), steps)
+        state, j, _, _ = carry
+        # checks at the multiples of chunk (and not before k steps), wherever the loop began
+        stop = jnp.minimum(jnp.maximum((j // chunk + 1) * chunk, k), steps)
         state = lanczos_steps(op, state, j, stop)
-        _, _, est, tnorm = ritz(state.alpha, state.beta, stop, k, which, with_norm=True)
-        _, _, limit = _limits(op, tnorm, defect, tol, auto)
-        done = jnp.all(est <= limit) & (not fixed)
-        return state, stop, done
+        done, pairs = check(state, stop)
+        return state, stop, done & (not fixed), pairs
 
-    state, size, _ = jax.lax.while_loop(cond, body, (state, jnp.asarray(0), False))
-    theta, S, est, tnorm = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
-    acc = theta.dtype
+    m = state.alpha.shape[0]
+    blank = (jnp.zeros((k,), acc), jnp.zeros((m, k), acc), jnp.zeros((k,), acc),
+             jnp.zeros((), acc))
+    if not explicit:
+        blank += (jnp.zeros((k,), acc), jnp.zeros((k,), acc))
+    state, size, done, carried = jax.lax.while_loop(
+        cond, body, (state, jnp.asarray(j0), jnp.asarray(False), blank))
+    # a run that stopped keeps what its test passed on; otherwise (steps spent, fixed
+    # num_steps) the pairs and certificates are formed here
+    final = ritz(state.alpha, state.beta, size, k, which, with_norm=True)
+    if not explicit:
+        floor = _limits(op, final[3], defect, tol, auto)[0]
+        final = (*final, *certify(state, size, final[0], final[1], final[3], floor))
+    pairs = jax.tree.map(lambda a, b: jnp.where(done, a, b), carried, final)
+    theta, S = pairs[0], pairs[1]
     basis = state.basis[:-1]
     V = jnp.matmul(basis.T, S.astype(basis.dtype), precision=jax.lax.Precision.HIGHEST)
     V = V / safe_norm(V, acc, axis=0).astype(V.dtype)
-    return theta, V, est, tnorm, size
+    extra = (None, None) if explicit else pairs[4:]
+    return (theta, V, pairs[2], pairs[3], *extra), size, defect
+
+
+def _recurrence_defect(op, state):
+    """The linearity defect of ``u = q_0, w = q_1`` with one product: after two Lanczos steps
+    ``fl(A q_0) + fl(A q_1) = Q_3 (h_0 + h_1)`` (the columns of the recurrence matrix, exact to
+    the rounding of the vector updates and the discarded breakdown vectors, whose norms are
+    added), so ``||fl(A(q_0 + q_1)) - Q_3 (h_0 + h_1)||`` replaces the three-product measurement
+    of :func:`linearity_defect` (an estimate larger by at most those few ``eps ||A||``)."""
+    acc = state.alpha.dtype
+    basis = state.basis
+    H = recurrence_matrix(state, 2)
+    h = (H[:, 0] + H[:, 1])
+    _, e = jnp.frexp(jnp.max(jnp.abs(h)))
+    recon = jnp.ldexp(jnp.matmul(jnp.ldexp(h, -e).astype(basis.dtype), basis,
+                                 precision=jax.lax.Precision.HIGHEST).astype(acc), e)
+    product = op.matvec(basis[0] + basis[1]).astype(acc)
+    return safe_norm(product - recon, acc) + state.dropped[0] + state.dropped[1]
 
 
 class _Deflated:
@@ -426,7 +561,7 @@ class _Deflated:
         return self._project(self.op.matvec(self._project(v)))
 
 
-def _deflation_round(op, run, key, theta, V, est, tnorm, size, k, which):
+def _deflation_round(op, run, key, pairs, size, k, which):
     """A further Lanczos run on ``A`` deflated by the ``k`` pairs found so far, from a random
     start orthogonal to them, for its one extreme pair; that pair joins the candidates and the
     ``k`` wanted ones are kept.
@@ -436,9 +571,11 @@ def _deflation_round(op, run, key, theta, V, est, tnorm, size, k, which):
     eigenvalues again and the new run finds the next one (Saad, *Numerical Methods for Large
     Eigenvalue Problems*, sec. 4.2, deflation by restriction). The new vectors are orthogonal to
     the old ones up to rounding, so the kept set stays orthonormal."""
+    theta, V, est, tnorm = pairs[:4]
     deflated = _Deflated(op, V)
     start = deflated._project(jax.random.normal(key, (op.dim,), op.dtype))
-    theta2, V2, est2, tnorm2, size2 = run(deflated, start, jax.random.fold_in(key, 1), k=1)
+    (theta2, V2, est2, tnorm2, _, _), size2, _ = run(deflated, start, jax.random.fold_in(key, 1),
+                                                      k=1)
     # a pair of the deflated operator on span(V) (eigenvalue 0) is not a pair of A
     inside = safe_norm(jnp.matmul(V.T, V2, precision=jax.lax.Precision.HIGHEST), theta.dtype,
                        axis=0) > 0.5
@@ -446,21 +583,27 @@ def _deflation_round(op, run, key, theta, V, est, tnorm, size, k, which):
     all_theta = jnp.concatenate([theta, theta2])
     keep = jnp.argsort(-jnp.concatenate([score(theta), jnp.where(inside, -jnp.inf,
                                                                  score(theta2))]))[:k]
-    return (all_theta[keep], jnp.concatenate([V, V2], axis=1)[:, keep],
-            jnp.concatenate([est, est2])[keep], jnp.maximum(tnorm, tnorm2), size + size2)
+    return ((all_theta[keep], jnp.concatenate([V, V2], axis=1)[:, keep],
+             jnp.concatenate([est, est2])[keep], jnp.maximum(tnorm, tnorm2), None, None),
+            size + size2)
 
 
-def _finish(op, theta, V, est, tnorm, size, k, tol, auto, defect, extra):
+def _finish(op, pairs, size, k, tol, auto, defect, extra):
+    """Certificates of the pairs (from the recurrence, as the run formed them, or, when the run
+    has none, with one explicit product per pair); then ``converged`` and ``status``."""
+    theta, V, est, tnorm, measured, residuals = pairs
     acc = theta.dtype
-    AV = _inputs.map_matvec(op, V)
-    # Residual of the returned (stored, nearly unit) vectors against the returned theta, formed
-    # and measured in the accumulation dtype; the floor covers the rounding of fl(A v).
-    R = AV.astype(acc) - V.astype(acc) * theta
     floor, tol_eff, limit = _limits(op, tnorm, defect, tol, auto)
     floor = floor.astype(acc)
-    residuals = (safe_norm(R, acc, axis=0) + floor) / safe_norm(V, acc, axis=0)
+    if residuals is None:
+        AV = _inputs.map_matvec(op, V)
+        # Residual of the returned (stored, nearly unit) vectors against the returned theta,
+        # formed and measured in the accumulation dtype; the floor covers the rounding of fl(Av).
+        R = AV.astype(acc) - V.astype(acc) * theta
+        residuals = (safe_norm(R, acc, axis=0) + floor) / safe_norm(V, acc, axis=0)
+        measured, extra = est, extra + k  # the loop's stopping test was on the estimates
     converged = residuals <= tol_eff * tnorm
-    estimates_done = jnp.all(est <= limit)
-    status = jnp.where(jnp.all(converged), 0, jnp.where(estimates_done, 2, 1))
-    return EigshResult(theta, V, residuals, converged, est, size + k + extra, size, tol_eff, tnorm,
+    stopped = jnp.all(measured <= limit)
+    status = jnp.where(jnp.all(converged), 0, jnp.where(stopped, 2, 1))
+    return EigshResult(theta, V, residuals, converged, est, size + extra, size, tol_eff, tnorm,
                        floor, defect.astype(acc), status)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from landscape import reprs, validate
-from landscape.spectral import _inputs
+from landscape.spectral import _inputs, _loop_operator
 from landscape.spectral.lanczos import lanczos_init, lanczos_steps, ritz
 
 __all__ = ["KPMDensity", "kpm_density", "spectrum_bounds"]
@@ -82,7 +82,8 @@ def jackson_kernel(n: int) -> jax.Array:
 
 
 def kpm_density(op, *, key, num_moments: int = 100, num_probes: int = 10,
-                bounds=None, dim: int | None = None, dtype=None) -> KPMDensity:
+                bounds=None, dim: int | None = None, dtype=None,
+                rewrite_convs: bool | None = None) -> KPMDensity:
     """KPM spectral density of ``op``.
 
     Args:
@@ -94,6 +95,9 @@ def kpm_density(op, *, key, num_moments: int = 100, num_probes: int = 10,
       bounds: ``(lo, hi)`` enclosing the spectrum; by default from ``spectrum_bounds``.
       dim: dimension of a bare ``matvec`` callable (required then).
       dtype: dtype of a bare callable's vectors (default: JAX's default float dtype).
+      rewrite_convs: run the products with their convolutions in XLA:CPU's fast form
+        (``landscape.conv_rewrite``); ``None`` (default): exactly when the backend is CPU and
+        the product contains a ``lax.conv_general_dilated``, as in :func:`eigsh`.
 
     Returns:
       ``KPMDensity`` with ``(num_moments,)`` moments and their standard errors.
@@ -105,19 +109,22 @@ def kpm_density(op, *, key, num_moments: int = 100, num_probes: int = 10,
     k_bounds, k_probes = jax.random.split(key)
     extra = 0
     if bounds is None:
-        bounds, extra = spectrum_bounds(op, key=k_bounds), min(op.dim, 40)
+        bounds = spectrum_bounds(op, key=k_bounds, rewrite_convs=rewrite_convs)
+        extra = min(op.dim, 40)
     lo, hi = bounds
     if not isinstance(lo, jax.core.Tracer) and not float(hi) > float(lo):
         raise ValueError(f"bounds must be (lo, hi) with hi > lo; got {bounds!r}")
     center = (hi + lo) / 2
     half = (hi - lo) / 2 * 1.01
     mom, se = _moments(op, k_probes, jnp.asarray(center, op.dtype), jnp.asarray(half, op.dtype),
-                       num_moments=num_moments, num_probes=num_probes)
+                       num_moments=num_moments, num_probes=num_probes,
+                       rewrite=_loop_operator.wants_rewrite(op, rewrite_convs))
     used = num_probes * (num_moments - 1) + extra
     return KPMDensity(mom, se, jnp.asarray(center), jnp.asarray(half), jnp.asarray(used))
 
 
-def spectrum_bounds(op, *, key, num_steps: int = 40, dim: int | None = None, dtype=None):
+def spectrum_bounds(op, *, key, num_steps: int = 40, dim: int | None = None, dtype=None,
+                    rewrite_convs: bool | None = None):
     """``(lo, hi)`` enclosing the spectrum, from one Lanczos run: the extreme Ritz values
     widened by their residual estimates and by 1% of the width (Ritz values always lie inside
     the spectrum, so this errs outward).
@@ -127,6 +134,9 @@ def spectrum_bounds(op, *, key, num_steps: int = 40, dim: int | None = None, dty
       key: ``jax.random`` key for the start vector (required, keyword-only).
       num_steps: Lanczos steps (>= 1; capped at the dimension).
       dim, dtype: dimension and vector dtype of a bare ``matvec`` callable.
+      rewrite_convs: run the products with their convolutions in XLA:CPU's fast form
+        (``landscape.conv_rewrite``); ``None`` (default): exactly when the backend is CPU and
+        the product contains a ``lax.conv_general_dilated``, as in :func:`eigsh`.
 
     Returns:
       ``(lo, hi)``, scalars.
@@ -135,11 +145,12 @@ def spectrum_bounds(op, *, key, num_steps: int = 40, dim: int | None = None, dty
     validate.check_key(key)
     num_steps = validate.check_int(num_steps, "num_steps", low=1)
     steps = min(op.dim, num_steps)
-    return _bounds(op, key, steps=steps)
+    return _bounds(op, key, steps=steps, rewrite=_loop_operator.wants_rewrite(op, rewrite_convs))
 
 
-@partial(jax.jit, static_argnames=("steps",))
-def _bounds(op, key, *, steps):
+@partial(jax.jit, static_argnames=("steps", "rewrite"))
+def _bounds(op, key, *, steps, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     k1, k2 = jax.random.split(key)
     v = jax.random.normal(k1, (op.dim,), op.dtype)
     state = lanczos_steps(op, lanczos_init(v, steps, k2), 0, steps)
@@ -150,8 +161,9 @@ def _bounds(op, key, *, steps):
     return lo - pad, hi + pad
 
 
-@partial(jax.jit, static_argnames=("num_moments", "num_probes"))
-def _moments(op, key, center, half, *, num_moments, num_probes):
+@partial(jax.jit, static_argnames=("num_moments", "num_probes", "rewrite"))
+def _moments(op, key, center, half, *, num_moments, num_probes, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     acc = _inputs.accumulation_dtype(op.dtype)
     B = lambda x: (op.matvec(x) - center * x) / half
 

@@ -18,6 +18,19 @@ Breakdown (``beta_j = 0``: the Krylov space is invariant, e.g. after ``dim`` ste
 start vector lies in a few eigenspaces) is handled by continuing with a fresh random vector
 orthogonal to the basis and recording ``beta_j = 0``, so ``T`` stays exact and block-diagonal.
 
+**The recurrence as computed.** With full reorthogonalisation the state also keeps what the
+three-term relation leaves out, so that every computed product is accounted for: step ``j``
+forms ``p_j = fl(A q_j)`` and splits it as
+
+    p_j = beta_{j-1} q_{j-1} + alpha_j q_j + sum_i c_ij q_i + beta_j q_{j+1} + d_j,
+
+where ``c_ij`` (``coeffs``, ``(m + 1, m)``) are the Gram-Schmidt coefficients of both passes
+(zero in exact arithmetic, of order ``eps ||A||`` in floating point) and ``d_j`` is the vector
+discarded at a breakdown (``dropped[j] = ||d_j|| <= 10 eps ||A||``, zero otherwise). So
+``P = Q_{m+1} H + D`` with ``H = T_ext + C`` the ``(m + 1) x m`` matrix of the computed
+recurrence, exactly up to the rounding of the vector updates (a few ``eps ||A||``). ``eigsh``
+certifies its Ritz pairs from this relation without further products (see its docstring).
+
 Coefficients are accumulated in float64 when x64 is enabled (see ``_inputs.accumulation_dtype``)
 with ``Precision.HIGHEST`` dot products. Norms (``beta_j``, the start vector) are taken after an
 exact power-of-two rescaling (``safe_norm``) and ``T`` is rescaled the same way before its
@@ -37,7 +50,9 @@ import jax.numpy as jnp
 
 from landscape.spectral._inputs import accumulation_dtype, dot
 
-__all__ = ["LanczosState", "lanczos_init", "lanczos_steps", "tridiagonal", "ritz", "safe_norm"]
+__all__ = ["LanczosState", "lanczos_init", "lanczos_steps", "tridiagonal", "ritz", "safe_norm",
+           "recurrence_matrix", "recurrence_coefficients", "recurrence_residuals",
+           "dropped_term"]
 
 
 class LanczosState(NamedTuple):
@@ -52,6 +67,9 @@ class LanczosState(NamedTuple):
       anorm: running estimate of ``||A||`` (max over steps of ``|alpha| + beta``), used to
         decide breakdown.
       key: PRNG key for restart vectors after breakdown.
+      coeffs: ``(m + 1, m)`` Gram-Schmidt coefficients ``c_ij`` of step ``j`` against ``q_i``
+        (accumulation dtype; module docstring); ``(0, m)`` without full reorthogonalisation.
+      dropped: ``(m,)`` norm of the vector discarded at a breakdown of step ``j`` (else 0).
     """
 
     basis: jax.Array
@@ -59,6 +77,8 @@ class LanczosState(NamedTuple):
     beta: jax.Array
     anorm: jax.Array
     key: jax.Array
+    coeffs: jax.Array
+    dropped: jax.Array
 
 
 def safe_norm(x, acc, axis=None):
@@ -88,20 +108,24 @@ def lanczos_init(v0, num_steps: int, key, *, full_reorthogonalization: bool = Tr
     basis = jnp.zeros((rows, v0.shape[0]), v0.dtype)
     basis = basis.at[0 if full_reorthogonalization else 1].set(q0)
     zeros = jnp.zeros((num_steps,), acc)
-    return LanczosState(basis, zeros, zeros, jnp.zeros((), acc), key)
+    coeffs = jnp.zeros((rows if full_reorthogonalization else 0, num_steps), acc)
+    return LanczosState(basis, zeros, zeros, jnp.zeros((), acc), key, coeffs, zeros)
 
 
 def _orthogonalize(basis, w, acc):
-    """Classical Gram-Schmidt against every row of ``basis``, applied twice."""
+    """Classical Gram-Schmidt against every row of ``basis``, applied twice: ``(w', c)`` with
+    ``w = w' + basis^T c`` (``c`` the sum of both passes' coefficients, dtype ``acc``)."""
+    total = jnp.zeros((basis.shape[0],), acc)
     for _ in range(2):
         coeffs = jnp.matmul(basis, w, precision=jax.lax.Precision.HIGHEST,
                             preferred_element_type=acc)
         w = w - jnp.matmul(coeffs.astype(w.dtype), basis, precision=jax.lax.Precision.HIGHEST)
-    return w
+        total = total + coeffs
+    return w, total
 
 
 def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
-    basis, alpha, beta, anorm, key = state
+    basis, alpha, beta, anorm, key, coeffs, dropped = state
     acc = alpha.dtype
     q = basis[j] if full else basis[1]
     q_prev = basis[jnp.maximum(j - 1, 0)] if full else basis[0]
@@ -110,7 +134,8 @@ def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
     a_j = dot(q, w, acc)
     w = w - a_j.astype(w.dtype) * q - beta_prev.astype(w.dtype) * q_prev
     if full:
-        w = _orthogonalize(basis, w, acc)
+        w, c = _orthogonalize(basis, w, acc)
+        coeffs = coeffs.at[:, j].set(c)
     b_j = safe_norm(w, acc)
     anorm = jnp.maximum(anorm, jnp.abs(a_j) + b_j + beta_prev)
     eps = jnp.finfo(w.dtype).eps
@@ -118,7 +143,7 @@ def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
     def restart(_):
         fresh = jax.random.normal(jax.random.fold_in(key, j), w.shape, w.dtype)
         if full:
-            fresh = _orthogonalize(basis, fresh, acc)
+            fresh, _ = _orthogonalize(basis, fresh, acc)
         norm = safe_norm(fresh, acc)
         return fresh / jnp.maximum(norm, jnp.finfo(acc).tiny).astype(w.dtype)
 
@@ -126,18 +151,69 @@ def _step(op, state: LanczosState, j, full: bool) -> LanczosState:
         return w / b_j.astype(w.dtype)
 
     q_next = jax.lax.cond(broke, restart, proceed, None)
+    dropped = dropped.at[j].set(jnp.where(broke, b_j, 0.0))
     b_j = jnp.where(broke, 0.0, b_j)
     if full:
         basis = basis.at[j + 1].set(q_next)
     else:
         basis = jnp.stack([q, q_next])
-    return LanczosState(basis, alpha.at[j].set(a_j), beta.at[j].set(b_j), anorm, key)
+    return LanczosState(basis, alpha.at[j].set(a_j), beta.at[j].set(b_j), anorm, key, coeffs,
+                        dropped)
 
 
 def lanczos_steps(op, state: LanczosState, start, stop, *, full_reorthogonalization=True):
     """Run Lanczos steps ``start <= j < stop`` (traced bounds allowed) inside a ``fori_loop``."""
     body = lambda j, s: _step(op, s, j, full_reorthogonalization)
     return jax.lax.fori_loop(start, stop, body, state)
+
+
+def recurrence_matrix(state: LanczosState, size) -> jax.Array:
+    """``H = T_ext + C``, the ``(m + 1) x m`` matrix of the computed recurrence (module
+    docstring), with ``P = Q_{m+1} H + D`` for the products ``P`` of steps ``0 .. size - 1``;
+    columns from ``size`` on are zero. Needs full reorthogonalisation (``coeffs``)."""
+    alpha, beta, coeffs = state.alpha, state.beta, state.coeffs
+    m = alpha.shape[0]
+    H = coeffs + jnp.pad(jnp.diag(alpha) + jnp.diag(beta[:-1], 1), ((0, 1), (0, 0)))
+    H = H + jnp.pad(jnp.diag(beta), ((1, 0), (0, 0)))
+    return jnp.where(jnp.arange(m)[None, :] < size, H, 0.0)
+
+
+def recurrence_coefficients(state: LanczosState, size, theta, S) -> jax.Array:
+    """``X = H S - [S; 0] diag(theta)``, ``(m + 1, k)`` in the accumulation dtype: the residuals
+    of the Ritz pairs ``(theta (k,), S (m, k))`` of the active ``size x size`` block in the
+    coordinates of the basis ``Q_{m+1}`` (``H`` from :func:`recurrence_matrix`)."""
+    acc = state.alpha.dtype
+    S = S.astype(acc)
+    X = jnp.matmul(recurrence_matrix(state, size), S, precision=jax.lax.Precision.HIGHEST)
+    return X - jnp.pad(S * theta.astype(acc), ((0, 1), (0, 0)))
+
+
+def recurrence_residuals(state: LanczosState, size, theta, S):
+    """``(r, n)``, both ``(k,)`` in the accumulation dtype, for the Ritz pairs
+    ``(theta (k,), S (m, k))`` of the active ``size x size`` block, from one product with the
+    basis: ``r_i = ||Q_{m+1} (H s_i - theta_i s_i)|| + sum_j dropped_j |s_ij|``, the residual
+    ``||P s_i - theta_i Q s_i||`` of the computed products to the rounding of the vector updates,
+    measured without a product (:func:`recurrence_coefficients`), and ``n_i = ||fl(Q s_i)||``. In
+    exact arithmetic ``r_i`` is the Lanczos estimate ``beta_{size-1} |s_{size-1,i}|``; the
+    Gram-Schmidt coefficients add what the three-term relation leaves out."""
+    acc = state.alpha.dtype
+    X = recurrence_coefficients(state, size, theta, S)
+    # exact power-of-two scaling per column, so that the product in the basis dtype cannot
+    # under- or overflow at any operator scale
+    _, e = jnp.frexp(jnp.max(jnp.abs(X), axis=0))
+    k = S.shape[1]
+    both = jnp.concatenate([jnp.ldexp(X, -e), jnp.pad(S.astype(acc), ((0, 1), (0, 0)))], axis=1)
+    R = jnp.matmul(state.basis.T, both.astype(state.basis.dtype),
+                   precision=jax.lax.Precision.HIGHEST)
+    norms = safe_norm(R, acc, axis=0)
+    return jnp.ldexp(norms[:k], e) + dropped_term(state, S), norms[k:]
+
+
+def dropped_term(state: LanczosState, S) -> jax.Array:
+    """``sum_j dropped_j |s_ij|``: what the vectors discarded at breakdowns add to the residuals
+    of the Ritz vectors ``Q S`` (``(k,)``)."""
+    return jnp.matmul(state.dropped, jnp.abs(S.astype(state.dropped.dtype)),
+                      precision=jax.lax.Precision.HIGHEST)
 
 
 def tridiagonal(alpha, beta, size=None):

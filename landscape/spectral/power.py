@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from landscape import reprs, validate
-from landscape.spectral import _inputs
+from landscape.spectral import _inputs, _loop_operator
 
 __all__ = ["PowerIterationResult", "power_iteration"]
 
@@ -62,7 +62,8 @@ class PowerIterationResult(NamedTuple):
 
 
 def power_iteration(op, k: int = 1, *, key, tol: float = 1e-3, max_iter: int = 100,
-                    dim: int | None = None, dtype=None) -> PowerIterationResult:
+                    dim: int | None = None, dtype=None,
+                    rewrite_convs: bool | None = None) -> PowerIterationResult:
     """Top-``k`` (by magnitude) eigenpairs by PyHessian's deflated power iteration.
 
     Args:
@@ -74,6 +75,9 @@ def power_iteration(op, k: int = 1, *, key, tol: float = 1e-3, max_iter: int = 1
       max_iter: products per eigenvalue at most (default 100).
       dim: the dimension when ``op`` is a bare callable.
       dtype: the dtype of a bare callable's vectors (default: JAX's default float dtype).
+      rewrite_convs: run the products with their convolutions in XLA:CPU's fast form
+        (``landscape.conv_rewrite``); ``None`` (default): exactly when the backend is CPU and
+        the product contains a ``lax.conv_general_dilated``, as in :func:`landscape.spectral.eigsh`.
 
     Returns:
       ``PowerIterationResult``: ``eigenvalues (k,)``, ``eigenvectors (dim, k)``,
@@ -84,7 +88,8 @@ def power_iteration(op, k: int = 1, *, key, tol: float = 1e-3, max_iter: int = 1
     validate.check_key(key)
     tol = validate.check_positive(tol, "tol")
     max_iter = validate.check_int(max_iter, "max_iter", low=1)
-    return _power_kernel(op, key, k=k, tol=tol, max_iter=max_iter)
+    return _power_kernel(op, key, k=k, tol=tol, max_iter=max_iter,
+                         rewrite=_loop_operator.wants_rewrite(op, rewrite_convs))
 
 
 def _normalize(v):
@@ -97,8 +102,9 @@ def _deflate(v, found):
     return _normalize(v - jnp.matmul(found, coeffs, precision=jax.lax.Precision.HIGHEST))
 
 
-@partial(jax.jit, static_argnames=("k", "tol", "max_iter"))
-def _power_kernel(op, key, *, k, tol, max_iter):
+@partial(jax.jit, static_argnames=("k", "tol", "max_iter", "rewrite"))
+def _power_kernel(op, key, *, k, tol, max_iter, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     dim, dtype = op.dim, op.dtype
 
     def one(i, carry):

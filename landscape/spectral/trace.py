@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 
 from landscape import reprs, validate
-from landscape.spectral import _inputs
+from landscape.spectral import _inputs, _loop_operator
 
 __all__ = ["TraceEstimate", "DiagonalEstimate", "trace", "diagonal"]
 
@@ -122,7 +122,7 @@ class DiagonalEstimate(NamedTuple):
 
 def trace(op, *, key, num_matvecs: int = 99, method: str = "hutchinson",
           rtol: float | None = None, min_samples: int = 10, dim: int | None = None,
-          dtype=None) -> TraceEstimate:
+          dtype=None, rewrite_convs: bool | None = None) -> TraceEstimate:
     """Estimate ``tr(A)`` with at most ``num_matvecs`` products.
 
     Args:
@@ -137,6 +137,9 @@ def trace(op, *, key, num_matvecs: int = 99, method: str = "hutchinson",
       dim: dimension of a bare ``matvec`` callable (required then; checked against ``op.dim``
         otherwise).
       dtype: dtype of a bare callable's vectors (default: JAX's default float dtype).
+      rewrite_convs: run the products with their convolutions in XLA:CPU's fast form
+        (``landscape.conv_rewrite``); ``None`` (default): exactly when the backend is CPU and
+        the product contains a ``lax.conv_general_dilated``, as in :func:`eigsh`.
 
     Returns:
       ``TraceEstimate(estimate, stderr, num_matvecs)``, scalars.
@@ -147,18 +150,17 @@ def trace(op, *, key, num_matvecs: int = 99, method: str = "hutchinson",
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
     low = {"hutchinson": 2, "hutch++": 3, "xtrace": 4}[method]
     m = validate.check_int(num_matvecs, "num_matvecs", low=low)
+    rewrite = _loop_operator.wants_rewrite(op, rewrite_convs)
     if rtol is not None:
         if method != "hutchinson":
             raise ValueError(f"rtol (sequential stopping) is only for method='hutchinson'; "
                              f"got method={method!r}")
         rtol = validate.check_positive(rtol, "rtol")
         min_samples = validate.check_int(min_samples, "min_samples", low=2, high=m)
-        return _hutchinson_sequential(op, key, m=m, rtol=rtol, min_samples=min_samples)
-    if method == "hutchinson":
-        return _hutchinson(op, key, m=m)
-    if method == "hutch++":
-        return _hutchpp(op, key, m=m)
-    return _xtrace(op, key, m=m)
+        return _hutchinson_sequential(op, key, m=m, rtol=rtol, min_samples=min_samples,
+                                      rewrite=rewrite)
+    kernel = {"hutchinson": _hutchinson, "hutch++": _hutchpp, "xtrace": _xtrace}[method]
+    return kernel(op, key, m=m, rewrite=rewrite)
 
 
 def _acc(op):
@@ -174,16 +176,18 @@ def _mean_stderr(samples):
     return jnp.mean(samples), jnp.std(samples, ddof=1) / jnp.sqrt(n)
 
 
-@partial(jax.jit, static_argnames=("m",))
-def _hutchinson(op, key, *, m):
+@partial(jax.jit, static_argnames=("m", "rewrite"))
+def _hutchinson(op, key, *, m, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     Z = _inputs.sample_probes(key, op.dim, m, op.dtype)
     samples = jax.lax.map(lambda z: _quad(op, z), Z.T)
     est, se = _mean_stderr(samples)
     return TraceEstimate(est, se, jnp.asarray(m))
 
 
-@partial(jax.jit, static_argnames=("m", "rtol", "min_samples"))
-def _hutchinson_sequential(op, key, *, m, rtol, min_samples):
+@partial(jax.jit, static_argnames=("m", "rtol", "min_samples", "rewrite"))
+def _hutchinson_sequential(op, key, *, m, rtol, min_samples, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     acc = _acc(op)
 
     def cond(c):
@@ -206,8 +210,9 @@ def _hutchinson_sequential(op, key, *, m, rtol, min_samples):
     return TraceEstimate(mean, se, n)
 
 
-@partial(jax.jit, static_argnames=("m",))
-def _hutchpp(op, key, *, m):
+@partial(jax.jit, static_argnames=("m", "rewrite"))
+def _hutchpp(op, key, *, m, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     s = m // 3
     g = m - 2 * s
     k1, k2 = jax.random.split(key)
@@ -222,8 +227,9 @@ def _hutchpp(op, key, *, m):
     return TraceEstimate(top + est, se, jnp.asarray(2 * s + g))
 
 
-@partial(jax.jit, static_argnames=("m",))
-def _xtrace(op, key, *, m):
+@partial(jax.jit, static_argnames=("m", "rewrite"))
+def _xtrace(op, key, *, m, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     """XTrace with the delete-one jackknife stderr (module docstring has the math).
 
     Shapes: ``W, Y, Q, Z, X, AX`` are ``(dim, s)``; ``R, H, C, B, U`` are ``(s, s)``.
@@ -300,7 +306,7 @@ def _unit_columns(M):
 
 
 def diagonal(op, *, key, num_matvecs: int = 100, dim: int | None = None,
-             dtype=None) -> DiagonalEstimate:
+             dtype=None, rewrite_convs: bool | None = None) -> DiagonalEstimate:
     """Hutchinson estimate of ``diag(A)``: mean over Rademacher ``z`` of ``z * (A z)``.
 
     Unbiased; per-entry variance ``sum_{j != i} A_ij^2 / m`` (Bekas, Kokiopoulou, Saad 2007,
@@ -312,6 +318,9 @@ def diagonal(op, *, key, num_matvecs: int = 100, dim: int | None = None,
       key: ``jax.random`` key for the probes (required, keyword-only).
       num_matvecs: number of probes ``m`` (>= 2).
       dim, dtype: dimension and vector dtype of a bare ``matvec`` callable.
+      rewrite_convs: run the products with their convolutions in XLA:CPU's fast form
+        (``landscape.conv_rewrite``); ``None`` (default): exactly when the backend is CPU and
+        the product contains a ``lax.conv_general_dilated``, as in :func:`eigsh`.
 
     Returns:
       ``DiagonalEstimate`` with ``estimate`` and ``stderr`` of shape ``(dim,)``.
@@ -319,11 +328,12 @@ def diagonal(op, *, key, num_matvecs: int = 100, dim: int | None = None,
     op = _inputs.as_operator(op, dim=dim, dtype=dtype)
     validate.check_key(key)
     m = validate.check_int(num_matvecs, "num_matvecs", low=2)
-    return _diagonal(op, key, m=m)
+    return _diagonal(op, key, m=m, rewrite=_loop_operator.wants_rewrite(op, rewrite_convs))
 
 
-@partial(jax.jit, static_argnames=("m",))
-def _diagonal(op, key, *, m):
+@partial(jax.jit, static_argnames=("m", "rewrite"))
+def _diagonal(op, key, *, m, rewrite=False):
+    op = _loop_operator.loop_operator(op, rewrite)
     acc = _acc(op)
 
     def body(c, i):
