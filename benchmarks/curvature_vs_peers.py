@@ -54,6 +54,9 @@ def _parse(argv):
     p.add_argument("--threads", type=int, default=1,
                    help="threads for BLAS, PyTorch and XLA alike (default 1)")
     p.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn")
+    p.add_argument("--skip-unrewritten", action="store_true",
+                   help="leave out the lax.conv eigsh with rewrite_convs=False (about 50 s a "
+                        "round: the measurement from before landscape.conv_rewrite)")
     return p.parse_args(argv)
 
 
@@ -517,6 +520,8 @@ def main(argv=None) -> dict:
     # the resulting reference cycle on every construction. Expected here, so silenced.
     warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
     cfg = SETTINGS["quick" if args.quick else "full"]
+    if args.skip_unrewritten:
+        cfg = dict(cfg, lax_conv_eigsh=False)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     res = {"machine": machine, "mode": "quick" if args.quick else "full",

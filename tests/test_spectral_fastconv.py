@@ -6,6 +6,7 @@ its JAX derivatives), and ``eigsh`` on the same operator with the rewrite switch
 """
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -147,26 +148,41 @@ def _slow_convs(fn):
             if e.params["dimension_numbers"] != CANONICAL_2D]
 
 
-def test_trace_estimators_rewrite_a_lax_conv_product_and_agree():
-    """``trace`` and ``diagonal`` on the lax.conv CNN: on CPU every convolution of the compiled
-    loops is in the canonical form (none at all in float64, where they become matrix products),
-    while ``rewrite_convs=False`` keeps the derivative convolutions in their slow form; the
-    estimates equal the same probes applied to the dense Hessian."""
-    op = _tiny_cnn_hessian()
-    key = jax.random.key(3)
-    m = 6
+def test_a_dataset_product_over_several_batches_runs_canonical_convolutions():
+    """The sum over batches is a scan: on CPU every convolution of the product is canonical
+    (none at all in float64), and the product equals the dense Hessian's."""
+    op = _tiny_cnn_hessian()  # 16 examples in batches of 8: two scan iterations
+    v = jax.random.normal(jax.random.key(4), (op.dim,), op.dtype)
     if jax.default_backend() == "cpu":
-        assert not _slow_convs(lambda: spectral.trace(op, key=key, num_matvecs=m))
-        assert not _slow_convs(lambda: spectral.diagonal(op, key=key, num_matvecs=m))
-        assert _slow_convs(lambda: spectral.trace(op, key=key, num_matvecs=m,
-                                                  rewrite_convs=False))
-    t = spectral.trace(op, key=key, num_matvecs=m)
-    d = spectral.diagonal(op, key=key, num_matvecs=m)
+        assert not _slow_convs(lambda: op.matvec(v))
     H = np.asarray(curvature.dense(op), np.float64)
-    Z = np.asarray(jax.random.rademacher(key, (op.dim, m), op.dtype), np.float64)
+    want = H @ np.asarray(v, np.float64)
+    np.testing.assert_allclose(np.asarray(op.matvec(v), np.float64), want, rtol=0,
+                               atol=(1e-10 if X64 else 1e-5) * np.max(np.abs(want)))
+
+
+def test_trace_estimators_rewrite_a_lax_conv_product_and_agree():
+    """``trace`` and ``diagonal`` on a user's bare Hessian-vector callable of the lax.conv CNN
+    (no dataset operator, whose own product is already rewritten): on CPU every convolution of
+    the compiled loops is in the canonical form (none at all in float64, where they become
+    matrix products), while ``rewrite_convs=False`` keeps the derivative convolutions in their
+    slow form; the estimates equal the same probes applied to the dense Hessian."""
+    loss, params, data = _tiny_cnn()
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    mv = lambda v: jax.flatten_util.ravel_pytree(curvature.hvp(loss, params, data,
+                                                               unravel(v)))[0]
+    dim, key, m = flat.size, jax.random.key(3), 6
+    est = lambda f, **kw: f(mv, dim=dim, dtype=flat.dtype, key=key, num_matvecs=m, **kw)
+    if jax.default_backend() == "cpu":
+        assert not _slow_convs(lambda: est(spectral.trace))
+        assert not _slow_convs(lambda: est(spectral.diagonal))
+        assert _slow_convs(lambda: est(spectral.trace, rewrite_convs=False))
+    t, d = est(spectral.trace), est(spectral.diagonal)
+    H = np.asarray(curvature.dense(_tiny_cnn_hessian()), np.float64)
+    Z = np.asarray(jax.random.rademacher(key, (dim, m), flat.dtype), np.float64)
     np.testing.assert_allclose(float(t.estimate), np.mean(np.sum(Z * (H @ Z), axis=0)),
                                rtol=1e-9 if X64 else 1e-4)
-    zs = [np.asarray(jax.random.rademacher(jax.random.fold_in(key, i), (op.dim,), op.dtype),
+    zs = [np.asarray(jax.random.rademacher(jax.random.fold_in(key, i), (dim,), flat.dtype),
                      np.float64) for i in range(m)]
     want = np.mean([z * (H @ z) for z in zs], axis=0)
     np.testing.assert_allclose(np.asarray(d.estimate), want, rtol=0,

@@ -19,6 +19,12 @@ params) before it enters the sum over batches, so the accumulation over batches 
 downstream (Lanczos, SLQ, trace estimators) stays in the params dtype, as Ghorbani, Krishnan and
 Xiao (2019), "An investigation into neural net optimization via Hessian eigenvalue density",
 accumulate float32 products in float64. See :func:`check_compute_dtype` for the error to expect.
+
+**Convolutions on CPU.** The sum over batches is a ``lax.scan``, a loop body in which XLA:CPU
+runs the derivative convolutions of a ``lax.conv`` model in a slow generic form; on the CPU
+backend each batch's product is therefore evaluated with its convolutions rewritten into the
+canonical form (``landscape.conv_rewrite``; bit-identical values in float32, and products
+without convolutions are left exactly as they are).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from landscape import batching, validate
+from landscape import batching, conv_rewrite, validate
 from landscape import tree as T
 from landscape.linop import LinearOperator, operator_dataclass, static
 
@@ -127,6 +133,10 @@ class DatasetOperator(LinearOperator):
         _, unravel = T.ravel(self.params)
         v_tree = unravel(v)
         fn = lambda batch, idx: self._batch_sum(batch, idx, v_tree).astype(self.dtype)
+        if jax.default_backend() == "cpu":
+            # the sum over batches is a lax.scan, where XLA:CPU runs convolutions in a slow
+            # generic form: rewrite them (a function without convolutions is left as it is)
+            fn = conv_rewrite.rewrite_convs(fn)
         init = jnp.zeros((self.dim,), self.dtype)
         total = batching.sum_over_batches(fn, self.dataset, self.batch_size, init)
         return total / jnp.asarray(self.num_examples, self.dtype)
