@@ -318,7 +318,8 @@ def bench_eigs(pb: Problem, ref: np.ndarray, repeats: int, lax_conv: bool) -> di
             plain = list(extra)[1]
             out["lax_conv_plain_over_rewritten"] = c.ratio(plain, lax_name)
         else:
-            out["note"] = "lax.conv eigsh with rewrite_convs=False skipped (--quick)"
+            out["note"] = ("lax.conv eigsh with rewrite_convs=False skipped (--quick or "
+                           "--skip-unrewritten)")
     return out
 
 

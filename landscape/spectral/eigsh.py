@@ -489,8 +489,11 @@ def _run(op, start, key, *, k, which, steps, tol, auto, chunk, fixed, defect, ex
         measured, cert = jax.lax.cond(
             jnp.all(proxy <= limit), lambda: certify(state, size, theta, S, tnorm, floor),
             lambda: (inf, inf))
-        floor_limited = limit <= floor  # tol below two floors: cert <= tol is out of reach
-        done = jnp.all(cert <= tol_eff * tnorm) | (floor_limited & jnp.all(measured <= limit))
+        # tol below two floors: cert <= tol is out of reach; stop once the recurrence's
+        # residuals are under the floor (more steps cannot lower them)
+        floor_limited = limit <= floor
+        done = jnp.all(cert <= tol_eff * tnorm) | (
+            floor_limited & jnp.all(measured <= limit + _UPDATE_ROUNDING * eps * tnorm))
         return done, (theta, S, est, tnorm, measured, cert)
 
     def cond(carry):
@@ -595,15 +598,18 @@ def _finish(op, pairs, size, k, tol, auto, defect, extra):
     acc = theta.dtype
     floor, tol_eff, limit = _limits(op, tnorm, defect, tol, auto)
     floor = floor.astype(acc)
+    # the stopping test of the run: the recurrence's residuals (without the allowance for the
+    # updates' rounding) under the limit, or, with explicit certificates, the Lanczos estimates
+    allowance = _UPDATE_ROUNDING * jnp.finfo(op.dtype).eps * tnorm
     if residuals is None:
         AV = _inputs.map_matvec(op, V)
         # Residual of the returned (stored, nearly unit) vectors against the returned theta,
         # formed and measured in the accumulation dtype; the floor covers the rounding of fl(Av).
         R = AV.astype(acc) - V.astype(acc) * theta
         residuals = (safe_norm(R, acc, axis=0) + floor) / safe_norm(V, acc, axis=0)
-        measured, extra = est, extra + k  # the loop's stopping test was on the estimates
+        measured, allowance, extra = est, 0.0, extra + k
     converged = residuals <= tol_eff * tnorm
-    stopped = jnp.all(measured <= limit)
+    stopped = jnp.all(measured <= limit + allowance)
     status = jnp.where(jnp.all(converged), 0, jnp.where(stopped, 2, 1))
     return EigshResult(theta, V, residuals, converged, est, size + extra, size, tol_eff, tnorm,
                        floor, defect.astype(acc), status)
