@@ -9,10 +9,9 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax import lax
-
-import optax
 
 from landscape import conv_rewrite, curvature, spectral, train
 from landscape.spectral import _loop_operator
