@@ -47,7 +47,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
-__all__ = ["rewrite_convs", "contains_conv", "canonical_conv", "conv_as_matmuls", "MAX_TERMS"]
+__all__ = ["rewrite_convs", "contains_conv", "wanted", "canonical_conv", "conv_as_matmuls",
+           "MAX_TERMS"]
 
 # More than this many slice-and-multiply terms per convolution (e.g. a 16x16 kernel on a 16x16
 # output) and the convolution is kept: the unrolled graph would compile slowly.
@@ -80,6 +81,21 @@ def contains_conv(fn, *args) -> bool:
     (including loop bodies and nested calls). Traces ``fn`` once on the abstract values of
     ``args``; computes nothing."""
     return _jaxpr_has_conv(jax.make_jaxpr(fn)(*args))
+
+
+def wanted(rewrite_convs, detect) -> bool:
+    """The ``rewrite_convs=`` argument of the library's loops, resolved: the bool if given;
+    ``None``: ``detect()`` (does the computation contain a convolution?) on the CPU backend,
+    ``False`` elsewhere (other backends canonicalise convolutions in loops themselves).
+
+    Raises:
+      ValueError: ``rewrite_convs`` is neither a bool nor None.
+    """
+    if rewrite_convs is not None:
+        if not isinstance(rewrite_convs, bool):
+            raise ValueError(f"rewrite_convs must be True, False or None; got {rewrite_convs!r}")
+        return rewrite_convs
+    return jax.default_backend() == "cpu" and bool(detect())
 
 
 def rewrite_convs(fn):

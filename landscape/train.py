@@ -317,21 +317,19 @@ def _record_shapes(spec: _Spec, probes, probe_states, state, dataset, key, hyper
 def _wants_rewrite(spec: _Spec, state, dataset, key, rewrite_convs) -> bool:
     """``rewrite_convs`` if given; otherwise whether the backend is CPU and the step's loss (or
     ``value_and_grad``) runs a ``lax.conv_general_dilated``, decided from one abstract trace."""
-    if rewrite_convs is not None:
-        if not isinstance(rewrite_convs, bool):
-            raise ValueError(f"rewrite_convs must be True, False or None; got {rewrite_convs!r}")
-        return rewrite_convs
-    if jax.default_backend() != "cpu":
-        return False
-    batch = jax.eval_shape(lambda: _sample(spec, dataset, state.step, key))
     abstract = lambda tree: jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
-    if spec.stateful:
-        return conv_rewrite.contains_conv(lambda p, b, m: spec.loss_fn(p, b, m, key),
-                                          abstract(state.params), batch,
-                                          abstract(state.model_state))
-    fn = spec.value_and_grad if spec.value_and_grad is not None else spec.loss_fn
-    return conv_rewrite.contains_conv(fn, abstract(state.params), batch)
+
+    def detect():
+        batch = jax.eval_shape(lambda: _sample(spec, dataset, state.step, key))
+        if spec.stateful:
+            return conv_rewrite.contains_conv(lambda p, b, m: spec.loss_fn(p, b, m, key),
+                                              abstract(state.params), batch,
+                                              abstract(state.model_state))
+        fn = spec.value_and_grad if spec.value_and_grad is not None else spec.loss_fn
+        return conv_rewrite.contains_conv(fn, abstract(state.params), batch)
+
+    return conv_rewrite.wanted(rewrite_convs, detect)
 
 
 def _loop(spec: _Spec, state, probe_states, total, dataset, key, hyperparams, probes, length):

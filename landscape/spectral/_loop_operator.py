@@ -28,12 +28,12 @@ def _product(op, v):
 def wants_rewrite(op, rewrite: bool | None) -> bool:
     """``rewrite`` if given; otherwise whether ``op`` runs on the CPU backend and its product
     contains a ``lax.conv_general_dilated``."""
-    if rewrite is not None:
-        if not isinstance(rewrite, bool):
-            raise ValueError(f"rewrite_convs must be True, False or None; got {rewrite!r}")
-        return rewrite
-    if jax.default_backend() != "cpu":
-        return False
+    return conv_rewrite.wanted(rewrite, lambda: _contains_conv(op))
+
+
+def _contains_conv(op) -> bool:
+    """Whether ``op``'s product runs a convolution: one abstract trace, cached per operator
+    structure (treedef and leaf shapes/dtypes)."""
     leaves, treedef = jax.tree.flatten(op)
     avals = [jax.ShapeDtypeStruct(jax.numpy.shape(x), jax.numpy.result_type(x)) for x in leaves]
     try:
