@@ -1,12 +1,13 @@
 """Extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalisation.
 
-``eigsh`` runs the Lanczos recurrence (``landscape.spectral.lanczos``) in chunks of steps inside
-a ``lax.while_loop``; after each chunk it computes the Ritz pairs of the tridiagonal ``T`` and
-stops once every wanted pair's Lanczos residual estimate, plus the rounding floor ``delta``
-below, is under ``tol * ||T||`` (or once the estimates are under ``delta``, when ``tol`` is
-below two floors), or at ``max_steps``. It then forms the Ritz vectors and certifies every
-pair from the recurrence as computed (no further product), or, with
-``certificate="products"``, with one explicit product each.
+``eigsh`` runs the Lanczos recurrence (``landscape.spectral.lanczos``) inside a
+``lax.while_loop`` and checks after every step (every ``chunk`` steps) from step ``k`` on: it
+computes the Ritz pairs of the tridiagonal ``T`` and their certificates below, formed from the
+recurrence as computed at no product's cost, and stops once every certificate is under
+``tol * ||T||`` (once the recurrence's residuals are under the rounding floor ``delta``, when
+``tol`` is below two floors), or at ``max_steps``. A run that stops returns the pairs and
+certificates its test passed on. With ``certificate="products"`` the test is on the Lanczos
+estimates plus ``delta``, and every pair is then certified with one explicit product.
 
 **The certificate.** For a symmetric ``A``, any vector ``v != 0`` and any number ``theta``, some
 eigenvalue ``lambda`` of ``A`` satisfies ``|lambda - theta| <= ||A v - theta v|| / ||v||``
@@ -55,9 +56,10 @@ updates of the steps (``||g_j|| <=`` a few ``eps ||A||``: two axpys, two Gram-Sc
 coefficients are of order ``eps``, one division), and the reported residual is
 
     residuals_i = (||Q_{m+1} (H s_i - theta_i s_i)|| + sum_j ||d_j|| |s_ij|
-                   + 4 eps ||A||_est + delta) / ||v_i||,
+                   + 4 eps ||A||_est + delta) / ||fl(Q s_i)||,
 
-where ``||Q_{m+1} x||`` is measured as a vector (the basis need not be exactly orthonormal),
+where ``||Q_{m+1} x||`` and ``||fl(Q s_i)||`` are measured as vectors (the basis need not be
+exactly orthonormal),
 ``delta`` stands for the products' rounding ``||sum_j s_j e_j||`` (the errors of ``m`` products
 combined with ``||s|| = 1`` behave like the error of one product; the same rounding model as
 above) and ``4 eps ||A||_est`` for ``G s``. The bound is exact for ``v = Q s``; the returned
@@ -293,7 +295,7 @@ def eigsh(op, k: int = 5, which: str = "LA", *, key, num_steps: int | None = Non
       warm_noise: relative size of that random component (default 1e-3, ``>= 0``).
       measured_floor: a linearity defect measured earlier on the same (or a nearby) operator
         (``linearity_defect(op, key)`` or a previous result's ``measured_floor``), reused in
-        place of a new measurement, which saves its three products. Meant for tracking an
+        place of a new measurement, which saves its product. Meant for tracking an
         operator that changes slowly (sharpness during training); a scalar ``>= 0``.
       dim: the dimension when ``op`` is a bare callable (must agree with ``op.dim`` otherwise).
       dtype: the dtype of a bare callable's vectors (default: JAX's default float dtype).
