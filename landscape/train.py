@@ -321,7 +321,8 @@ def _wants_rewrite(spec: _Spec, state, dataset, key, rewrite_convs) -> bool:
         lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
 
     def detect():
-        batch = jax.eval_shape(lambda: _sample(spec, dataset, state.step, key))
+        # the dataset enters as an argument: NumPy leaves cannot be indexed by a traced index
+        batch = jax.eval_shape(lambda d, t, k: _sample(spec, d, t, k), dataset, state.step, key)
         if spec.stateful:
             return conv_rewrite.contains_conv(lambda p, b, m: spec.loss_fn(p, b, m, key),
                                               abstract(state.params), batch,
